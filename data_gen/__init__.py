@@ -1,0 +1,1 @@
+"""Dataset build: repo sources, real and synthetic tasks, validation, rollouts, filtering."""

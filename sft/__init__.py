@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on trajectories, with error masking and a difficulty curriculum (TRL)."""

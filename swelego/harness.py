@@ -1,0 +1,234 @@
+"""Run tests in a sandbox and grade them with swebench's own parsers and grading.
+
+- `run_tests`: run a test command, parse the log with a swebench parser.
+- `make_eval_script`: the row's `eval_script`, in the shape swebench's harness runs.
+- `run_eval` / `validate_task`: apply a patch, run the eval script, grade like swebench
+  (`get_logs_eval` → `get_eval_tests_report` → `get_resolution_status`), which also
+  cross-checks the test command's exit code against the parsed statuses.
+- `evaluate_official`: hand rows and predictions to `swebench.harness.run_evaluation`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swelego.errors import SwelegoError
+from swelego.sandbox.base import Sandbox
+from swelego.schema import TaskInstance, save_jsonl
+
+START = ">>>>> Start Test Output"
+END = ">>>>> End Test Output"
+# Heredoc delimiter for patches inside eval scripts; cannot occur in a unified diff line.
+_EOF = "EOF_SWELEGO_7f3a9c"
+PASSED_STATES = ("PASSED", "XFAIL")
+
+
+def parse_log(log: str, log_parser: str = "parse_log_pytest") -> dict[str, str]:
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
+    try:
+        parser = PARSER_REGISTRY[log_parser]
+    except KeyError:
+        raise SwelegoError(f"unknown swebench log parser {log_parser!r}") from None
+    return parser(log, None)
+
+
+@dataclass
+class TestRun:
+    log: str
+    exit_code: int
+    timed_out: bool
+    duration: float
+    status: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(s.lower() for s in self.status.values())
+        return {k: c.get(k, 0) for k in ("passed", "failed", "skipped", "error", "xfail")}
+
+    @property
+    def consistent(self) -> bool:
+        """False when the exit code contradicts the parsed log (nothing failed, yet exit != 0)."""
+        failed = any(s in ("FAILED", "ERROR") for s in self.status.values())
+        return self.timed_out or self.exit_code == 0 or failed
+
+    @property
+    def passed(self) -> set[str]:
+        return {t for t, s in self.status.items() if s in PASSED_STATES}
+
+
+def run_tests(sandbox: Sandbox, test_cmd: str, *, timeout: float = 1800,
+              log_parser: str = "parse_log_pytest") -> TestRun:
+    r = sandbox.exec(f"{test_cmd} 2>&1", timeout=timeout)
+    return TestRun(log=r.output, exit_code=r.exit_code, timed_out=r.timed_out, duration=r.duration,
+                   status=parse_log(r.output, log_parser))
+
+
+def patch_files(patch: str) -> list[str]:
+    """Paths a unified diff touches (new and old names)."""
+    out = []
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            parts = line.split()
+            for p in parts[2:4]:
+                p = p[2:] if p[:2] in ("a/", "b/") else p
+                if p not in out:
+                    out.append(p)
+    return out
+
+
+def make_eval_script(*, base_commit: str, test_cmd: str, test_patch: str = "",
+                     test_files: list[str] | None = None, workdir: str = "/testbed") -> str:
+    """An eval.sh in swebench's shape: reset the test files, apply the test patch, run the
+    tests between the markers, reset the test files again."""
+    files = test_files if test_files is not None else patch_files(test_patch)
+    reset = ""
+    if files:
+        quoted = " ".join(f"'{f}'" for f in files)
+        # Files the test patch creates do not exist at base_commit: remove rather than check out.
+        reset = (f"for f in {quoted}; do if git cat-file -e {base_commit}:\"$f\" 2>/dev/null; "
+                 f"then git checkout -q {base_commit} -- \"$f\"; else rm -f \"$f\"; fi; done")
+    lines = ["#!/bin/bash", "set -uxo pipefail", f"cd {workdir}"]
+    if reset:
+        lines.append(reset)
+    if test_patch.strip():
+        lines += [f"git apply --verbose - <<'{_EOF}'", test_patch.rstrip("\n"), _EOF]
+    lines += [f": '{START}'", test_cmd, f": '{END}'"]
+    if reset:
+        lines.append(reset)
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Grade:
+    resolved: bool
+    status: str  # swebench ResolvedStatus value, or "ERROR"
+    status_map: dict[str, str]
+    report: dict
+    log: str
+    patch_applied: bool = True
+
+
+def apply_patch(sandbox: Sandbox, patch: str, timeout: float = 120) -> bool:
+    """Apply `patch` in /testbed the way swebench does (git apply, then fuzzier fallbacks)."""
+    if not patch.strip():
+        return True
+    sandbox.write_file("/tmp/swelego.patch", patch if patch.endswith("\n") else patch + "\n")
+    for cmd in ("git apply --verbose", "git apply --verbose --3way",
+                "patch --batch --forward --fuzz=5 -p1 -i"):
+        if sandbox.exec(f"{cmd} /tmp/swelego.patch", timeout=timeout).exit_code == 0:
+            return True
+        sandbox.exec("git checkout -q -- . && git clean -qfd", timeout=timeout)
+    return False
+
+
+def run_eval(sandbox: Sandbox, task: TaskInstance, patch: str, *, timeout: float = 1800) -> Grade:
+    """Reset the sandbox, apply `patch`, run the row's eval_script and grade it with swebench."""
+    from swebench.harness.constants import EvalType
+    from swebench.harness.grading import get_eval_tests_report, get_logs_eval, get_resolution_status
+    from swebench.harness.utils import make_test_spec
+
+    sandbox.reset("git")
+    if not apply_patch(sandbox, patch):
+        return Grade(False, "ERROR", {}, {}, "patch did not apply", patch_applied=False)
+    spec = make_test_spec(task.to_row())
+    sandbox.write_file("/eval.sh", spec.eval_script)
+    r = sandbox.exec("/bin/bash /eval.sh 2>&1", timeout=timeout)
+    log = r.output
+    with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+        f.write(log)
+        log_path = f.name
+    try:
+        status_map, ok = get_logs_eval(spec, log_path)
+    finally:
+        os.unlink(log_path)
+    if r.timed_out or not ok:
+        return Grade(False, "ERROR", status_map, {}, log)
+    report = get_eval_tests_report(status_map, {"FAIL_TO_PASS": task.FAIL_TO_PASS, "PASS_TO_PASS": task.PASS_TO_PASS},
+                                   eval_type=EvalType(task.eval_type))
+    status = get_resolution_status(report)
+    return Grade(status == "RESOLVED_FULL", status, status_map, report, log)
+
+
+def classify_tests(before: dict[str, str], after: dict[str, str]) -> tuple[list[str], list[str]]:
+    """FAIL_TO_PASS: not passing before, passing after. PASS_TO_PASS: passing both times."""
+    ok_before = {t for t, s in before.items() if s in PASSED_STATES}
+    ok_after = {t for t, s in after.items() if s in PASSED_STATES}
+    return sorted(ok_after - ok_before), sorted(ok_after & ok_before)
+
+
+def validate_task(sandbox: Sandbox, task: TaskInstance, *, timeout: float = 1800) -> TaskInstance:
+    """Fill FAIL_TO_PASS / PASS_TO_PASS by running the eval script without and with the gold
+    patch; the test patch is applied both times (by the eval script)."""
+    spec_task = task.model_copy(update={"FAIL_TO_PASS": [], "PASS_TO_PASS": []})
+    before = run_eval(sandbox, spec_task, "", timeout=timeout)
+    after = run_eval(sandbox, spec_task, task.patch, timeout=timeout)
+    if not after.patch_applied:
+        raise SwelegoError(f"{task.instance_id}: gold patch does not apply")
+    if not after.status_map:
+        raise SwelegoError(f"{task.instance_id}: no test results after the gold patch\n{after.log[-800:]}")
+    f2p, p2p = classify_tests(before.status_map, after.status_map)
+    sandbox.reset("git")
+    if not f2p:
+        raise SwelegoError(f"{task.instance_id}: the gold patch makes no test pass that failed before (no FAIL_TO_PASS)")
+    return task.model_copy(update={"FAIL_TO_PASS": f2p, "PASS_TO_PASS": p2p})
+
+
+def new_task(env, *, instance_id: str, patch: str, test_patch: str = "", problem_statement: str = "",
+             test_files: list[str] | None = None, **fields) -> TaskInstance:
+    """A row for the environment image `env` (an EnvImage) with its eval_script generated."""
+    script = make_eval_script(base_commit=env.base_commit, test_cmd=env.test_cmd, test_patch=test_patch,
+                              test_files=test_files)
+    return TaskInstance(instance_id=instance_id, repo=env.repo, base_commit=env.base_commit, patch=patch,
+                        test_patch=test_patch, problem_statement=problem_statement, image=env.image,
+                        eval_script=script, log_parser=env.log_parser, version=env.version,
+                        test_cmd=env.test_cmd, **fields)
+
+
+@dataclass
+class OfficialResult:
+    reports: dict[str, dict]  # instance_id -> swebench's per-instance report entry
+    summary: dict  # swebench's run report (resolved_ids, empty_patch_ids, error_ids, ...)
+
+    def resolved(self, instance_id: str) -> bool:
+        return instance_id in self.summary.get("resolved_ids", [])
+
+
+def evaluate_official(tasks: list[TaskInstance], predictions: list[dict], *, run_id: str, workdir: Path,
+                      max_workers: int = 1, timeout: int = 1800, model: str = "swelego") -> OfficialResult:
+    """Grade `predictions` with the unmodified `swebench.harness.run_evaluation`.
+
+    Runs swebench as a subprocess in `workdir` (it writes `logs/` relative to the working
+    directory, and skips instances that already have a report there).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    predictions = [{"model_name_or_path": model, **p} for p in predictions]
+    models = {p["model_name_or_path"] for p in predictions}
+    if len(models) != 1:
+        raise SwelegoError(f"one model per evaluation run, got {sorted(models)}")
+    model = models.pop()
+    dataset = save_jsonl(tasks, workdir / f"{run_id}.dataset.jsonl")
+    preds = workdir / f"{run_id}.predictions.jsonl"
+    preds.write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    cmd = [sys.executable, "-m", "swebench.harness.run_evaluation", "--dataset_name", str(dataset),
+           "--predictions_path", str(preds), "--run_id", run_id, "--max_workers", str(max_workers),
+           "--timeout", str(timeout), "--report_dir", str(workdir)]
+    p = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    (workdir / f"{run_id}.harness.log").write_text(p.stdout + p.stderr)
+    summary_path = workdir / f"{model.replace('/', '__')}.{run_id}.json"
+    if p.returncode != 0 or not summary_path.exists():
+        raise SwelegoError(f"swebench run_evaluation failed (exit {p.returncode}): {(p.stderr or p.stdout)[-500:]}")
+    reports = {}
+    for pred in predictions:
+        rep = workdir / "logs" / "run_evaluation" / run_id / model.replace("/", "__") / pred["instance_id"] / "report.json"
+        if rep.exists():
+            reports.update(json.loads(rep.read_text()))
+    return OfficialResult(reports, json.loads(summary_path.read_text()))

@@ -1,0 +1,147 @@
+"""`swelego env ...` (environment images) and `swelego sandbox ...` (containers)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from swelego.errors import ImageBuildError, SwelegoError
+
+# Tables are wide; outside a terminal (logs, CI) do not squeeze them into 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+
+@click.group()
+def env():
+    """Environment images: a repository at /testbed with its dependencies, built offline."""
+
+
+@env.command("base")
+@click.argument("spec", default="bookworm")
+def env_base(spec):
+    """Build (or find) a base image.
+
+    SPEC is bullseye (Python 3.9), bookworm (3.11) or trixie (3.13) for an offline Debian
+    rootfs made with debootstrap, or any registry image name (pulled if missing).
+    """
+    from swelego.sandbox.images import ensure_base_image
+
+    name = ensure_base_image(spec, log=lambda m: err.print(escape(m)))
+    out.print(name)
+
+
+@env.command("build")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--base", default="bookworm", show_default=True,
+              help="bullseye|bookworm|trixie (offline Debian) or a registry image such as python:3.11-slim.")
+@click.option("--namespace", default="swelego", show_default=True, help="Image name prefix.")
+@click.option("--extra-dep", "extra_deps", multiple=True, help="Extra pip requirement to preinstall (repeatable).")
+@click.option("--setup", multiple=True, help="Shell command run in /testbed after the install (repeatable).")
+@click.option("--test-cmd", default=None, help="Test command (default: pytest -rA -p no:cacheprovider).")
+@click.option("--run-tests", is_flag=True, help="Run the test suite in a sandbox and report the parsed counts.")
+@click.option("--timeout", default=1800, show_default=True, help="Seconds allowed for the test run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per source on stdout.")
+def env_build(sources, base, namespace, extra_deps, setup, test_cmd, run_tests, timeout, as_json):
+    """Build the environment image of each SOURCE (reused when its spec is unchanged).
+
+    SOURCE is `pypi:NAME==VERSION` (the sdist), a git URL[@commit], or a local path[@rev].
+    A failing source is reported on one line and the others continue.
+    """
+    from swelego.harness import run_tests as run_suite
+    from swelego.sandbox import DockerSandbox, docker_client
+    from swelego.sandbox.images import build_env_image
+
+    client = docker_client()
+    results, failures = [], 0
+    for source in sources:
+        try:
+            with err.status(f"[bold]{escape(source)}[/]: preparing ...") as status:
+                def log(msg, _s=status, _src=source):
+                    _s.update(f"[bold]{escape(_src)}[/]: {escape(msg)}")
+
+                info = build_env_image(source, base=base, namespace=namespace, extra_deps=extra_deps,
+                                       setup=setup, test_cmd=test_cmd, client=client, log=log)
+                row = {"source": source, **info.to_json(), "ok": True}
+                if run_tests:
+                    status.update(f"[bold]{escape(source)}[/]: running tests ...")
+                    with DockerSandbox(info.image, client=client) as sb:
+                        run = run_suite(sb, info.test_cmd, timeout=timeout, log_parser=info.log_parser)
+                    row["tests"] = {**run.counts, "exit_code": run.exit_code, "timed_out": run.timed_out,
+                                    "seconds": round(run.duration, 2), "consistent": run.consistent}
+        except ImageBuildError as e:
+            failures += 1
+            row = {"source": source, "ok": False, "error": e.headline, "log_tail": e.log_tail}
+            _report_failure(source, e)
+        except SwelegoError as e:
+            failures += 1
+            row = {"source": source, "ok": False, "error": str(e)}
+            _report_failure(source, e)
+        results.append(row)
+        if as_json:
+            print(json.dumps(row), flush=True)
+    if not as_json:
+        _print_env_table(results, run_tests)
+    if failures:
+        sys.exit(1)
+
+
+def _report_failure(source: str, e: Exception) -> None:
+    msg = str(e) if str(e).startswith(source) else f"{source}: {e}"
+    err.print(f"[red]✗[/] {escape(msg)}", soft_wrap=True, highlight=False)
+
+
+def _print_env_table(rows, with_tests):
+    t = Table(title="environment images")
+    for col in ("source", "image", "python", "size", "build"):
+        t.add_column(col)
+    if with_tests:
+        for col in ("passed", "failed", "skipped", "error", "test s"):
+            t.add_column(col, justify="right")
+    for r in rows:
+        if not r["ok"]:
+            t.add_row(escape(r["source"]), "[red]failed (see above)[/]", *[""] * (3 + 5 * with_tests))
+            continue
+        build = f"{r['build_seconds']:.1f}s" if r["built"] else "reused"
+        cells = [escape(r["source"]), r["image"], r["python"], f"{r['size_bytes'] / 1e6:.0f} MB", build]
+        if with_tests:
+            ts = r["tests"]
+            cells += [str(ts["passed"]), str(ts["failed"]), str(ts["skipped"]), str(ts["error"]), f"{ts['seconds']:.1f}"]
+        t.add_row(*cells)
+    out.print(t)
+
+
+@click.group()
+def sandbox():
+    """Hardened sandbox containers."""
+
+
+@sandbox.command("gc")
+@click.option("--all", "everything", is_flag=True, help="Also remove sandboxes whose driver is still running.")
+def sandbox_gc(everything):
+    """Remove sandbox containers left behind by killed runs."""
+    from swelego.sandbox import gc_containers
+
+    removed = gc_containers(everything=everything)
+    out.print(f"removed {len(removed)} sandbox container(s)")
+
+
+@sandbox.command("exec")
+@click.argument("image")
+@click.argument("command")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds before the command is killed.")
+def sandbox_exec(image, command, timeout):
+    """Run COMMAND in a fresh hardened sandbox of IMAGE and print its output."""
+    from swelego.sandbox import DockerSandbox
+
+    with DockerSandbox(image) as sb:
+        r = sb.exec(command, timeout=timeout)
+    sys.stdout.write(r.output)
+    if r.timed_out:
+        err.print(f"[red]timed out after {timeout:g}s[/]")
+    sys.exit(r.exit_code if not r.timed_out else 124)

@@ -1,0 +1,387 @@
+"""DockerSandbox: a hardened container with timed, capped, killable commands.
+
+Hardened by default (research/harness.md §4): no network, all capabilities dropped,
+no-new-privileges, pid/memory/cpu/nofile limits, a clean environment, an init process,
+and labels so that `swelego sandbox gc` can find what a killed driver left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import signal
+import socket
+import tarfile
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import docker.errors
+from docker.types import Ulimit
+
+import docker
+from swelego.errors import DockerUnavailableError, SwelegoError
+from swelego.sandbox.base import ExecResult, ResetMode
+
+LABEL = "swelego.sandbox"
+OWNER_LABEL = "swelego.owner"
+# Every process a command starts inherits this variable, daemons included, so a timed-out
+# command's whole tree can be found in /proc and killed even if it left its process group.
+EXEC_MARKER = "SWELEGO_EXEC"
+_KILL_SCRIPT = (
+    'for i in 1 2 3; do for d in /proc/[0-9]*; do '
+    'if tr "\\0" "\\n" < "$d/environ" 2>/dev/null | grep -qx "' + EXEC_MARKER + '=$T"; then '
+    'kill -9 "${d#/proc/}" 2>/dev/null; fi; done; done; true'
+)
+_CLEAN_ENV = {"HOME": "/root", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat"}
+
+
+def docker_client(timeout: int = 120) -> docker.DockerClient:
+    """A client for the local engine, or a one-line error saying how to get one."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except Exception as e:  # the SDK raises several types for "nothing is listening"
+        raise DockerUnavailableError(
+            "Docker engine is not running or not reachable "
+            f"({type(e).__name__}); start it (e.g. `dockerd &` as root, or `make engine`) "
+            "or set DOCKER_HOST"
+        ) from None
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one sandbox. Defaults follow research/harness.md's recommendations."""
+
+    memory: str = "2g"  # memory and memory+swap: no swap escape
+    cpus: float = 1.0
+    pids: int = 512
+    nofile: int = 4096
+    exec_timeout: float = 600.0  # seconds, used when a command names none
+    max_output: int = 256 * 1024  # bytes kept per command: half head, half tail
+
+
+@dataclass
+class _CappedBuffer:
+    limit: int
+    head: bytearray = field(default_factory=bytearray)
+    tail: deque = field(default_factory=deque)
+    tail_len: int = 0
+    total: int = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        half = self.limit // 2
+        if len(self.head) < half:
+            take = half - len(self.head)
+            self.head += chunk[:take]
+            chunk = chunk[take:]
+        if chunk:
+            self.tail.append(chunk)
+            self.tail_len += len(chunk)
+            while self.tail_len - len(self.tail[0]) >= half:
+                self.tail_len -= len(self.tail.popleft())
+
+    def render(self) -> tuple[str, int]:
+        tail = b"".join(self.tail)
+        half = self.limit // 2
+        if len(tail) > half:
+            tail = tail[-half:]
+        dropped = self.total - len(self.head) - len(tail)
+        if dropped <= 0:
+            return (bytes(self.head) + tail).decode("utf-8", errors="replace"), 0
+        mid = f"\n[... {dropped} bytes of output truncated ...]\n".encode()
+        return (bytes(self.head) + mid + tail).decode("utf-8", errors="replace"), dropped
+
+
+# Containers this process started and has not removed yet; emptied on exit and on SIGTERM.
+_LIVE: dict[str, docker.DockerClient] = {}
+_LIVE_LOCK = threading.Lock()
+_HANDLERS_INSTALLED = False
+
+
+def _remove_live() -> None:
+    with _LIVE_LOCK:
+        items = list(_LIVE.items())
+        _LIVE.clear()
+    for cid, client in items:
+        try:
+            client.api.remove_container(cid, force=True)
+        except Exception:
+            pass
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess test
+    _remove_live()
+    raise SystemExit(128 + signum)
+
+
+def _install_cleanup_handlers() -> None:
+    global _HANDLERS_INSTALLED
+    if _HANDLERS_INSTALLED:
+        return
+    _HANDLERS_INSTALLED = True
+    atexit.register(_remove_live)
+    # SIGINT already raises KeyboardInterrupt, which unwinds context managers; SIGTERM's
+    # default would kill us without cleanup, so turn it into SystemExit when nobody else
+    # has claimed it.
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def owner_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DockerSandbox:
+    """One container running `sleep infinity`; commands run through `docker exec`.
+
+    Use as a context manager; the container is removed on exit, on exceptions, on SIGINT
+    and SIGTERM, and at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        limits: SandboxLimits | None = None,
+        workdir: str = "/testbed",
+        env: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        client: docker.DockerClient | None = None,
+    ):
+        self.image = image
+        self.limits = limits or SandboxLimits()
+        self.workdir = workdir
+        # Never the host's environment: only what is listed here reaches the container.
+        self.env = {**_CLEAN_ENV, **(env or {})}
+        self.labels = dict(labels or {})
+        self.client = client or docker_client()
+        self.container = None
+        self._base_commit: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def container_id(self) -> str | None:
+        return self.container.id if self.container is not None else None
+
+    def start(self) -> DockerSandbox:
+        if self.container is not None:
+            return self
+        _install_cleanup_handlers()
+        lim = self.limits
+        try:
+            self.container = self.client.containers.run(
+                self.image,
+                command=["sleep", "infinity"],
+                entrypoint=[],  # our own init below; the image's entrypoint is for other harnesses
+                name=f"swelego-{uuid.uuid4().hex[:12]}",
+                detach=True,
+                init=True,
+                network_mode="none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=lim.pids,
+                mem_limit=lim.memory,
+                memswap_limit=lim.memory,
+                nano_cpus=int(lim.cpus * 1e9),
+                ulimits=[Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile)],
+                environment=self.env,
+                working_dir=self.workdir,
+                labels={LABEL: "1", OWNER_LABEL: owner_tag(), **self.labels},
+            )
+        except docker.errors.ImageNotFound:
+            raise SwelegoError(f"image not found: {self.image} (build it with `swelego env build`)") from None
+        with _LIVE_LOCK:
+            _LIVE[self.container.id] = self.client
+        return self
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        cid = self.container.id
+        self.container = None
+        with _LIVE_LOCK:
+            _LIVE.pop(cid, None)
+        try:
+            self.client.api.remove_container(cid, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def __enter__(self) -> DockerSandbox:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------------------
+    def exec(
+        self,
+        cmd: str,
+        timeout: float | None = None,
+        *,
+        workdir: str | None = None,
+        env: dict[str, str] | None = None,
+        user: str = "",
+    ) -> ExecResult:
+        """Run `cmd` with bash. On timeout every process it started is killed (SIGKILL)."""
+        self.start()
+        timeout = self.limits.exec_timeout if timeout is None else timeout
+        token = uuid.uuid4().hex
+        api = self.client.api
+        exec_id = api.exec_create(
+            self.container.id,
+            ["bash", "-c", cmd],
+            environment={**self.env, **(env or {}), EXEC_MARKER: token},
+            workdir=workdir or self.workdir,
+            user=user,
+        )["Id"]
+        buf = _CappedBuffer(self.limits.max_output)
+        t0 = time.monotonic()
+        stream = api.exec_start(exec_id, stream=True, demux=False)
+
+        def pump():
+            try:
+                for chunk in stream:
+                    buf.write(chunk)
+            except Exception:
+                pass
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        deadline = t0 + timeout
+        timed_out = False
+        next_inspect = t0 + 1.0
+        exited_at = None
+        while reader.is_alive():
+            reader.join(0.05)
+            now = time.monotonic()
+            if not reader.is_alive():
+                break
+            if now >= deadline:
+                timed_out = True
+                self._kill_tree(token)
+                reader.join(5)
+                break
+            # A background child can hold the output pipe open after the command itself
+            # exited; stop waiting for it shortly after the exit.
+            if now >= next_inspect:
+                next_inspect = now + 0.5
+                if not api.exec_inspect(exec_id)["Running"]:
+                    if exited_at is not None:
+                        break
+                    exited_at = now
+        duration = time.monotonic() - t0
+        info = api.exec_inspect(exec_id)
+        exit_code = info.get("ExitCode")
+        if timed_out:
+            exit_code = 124 if exit_code in (None, 0) else exit_code
+        output, dropped = buf.render()
+        return ExecResult(
+            exit_code=-1 if exit_code is None else int(exit_code),
+            output=output,
+            timed_out=timed_out,
+            duration=duration,
+            truncated_bytes=dropped,
+        )
+
+    def _kill_tree(self, token: str) -> None:
+        try:
+            kid = self.client.api.exec_create(
+                self.container.id, ["sh", "-c", _KILL_SCRIPT], environment={"T": token}, user="root"
+            )["Id"]
+            self.client.api.exec_start(kid)
+        except docker.errors.APIError:
+            pass
+
+    # -- files -------------------------------------------------------------------------
+    def write_file(self, path: str, content: str | bytes, mode: int = 0o644) -> None:
+        self.start()
+        data = content.encode() if isinstance(content, str) else content
+        p = PurePosixPath(path if path.startswith("/") else f"{self.workdir}/{path}")
+        self.exec(f"mkdir -p '{p.parent}'", timeout=30, user="root")
+        tar = io.BytesIO()
+        with tarfile.open(fileobj=tar, mode="w") as tf:
+            info = tarfile.TarInfo(p.name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tf.addfile(info, io.BytesIO(data))
+        if not self.container.put_archive(str(p.parent), tar.getvalue()):
+            raise SwelegoError(f"could not write {p} in the sandbox")
+
+    def read_file(self, path: str) -> bytes:
+        self.start()
+        p = path if path.startswith("/") else f"{self.workdir}/{path}"
+        try:
+            chunks, _ = self.container.get_archive(p)
+        except docker.errors.NotFound:
+            raise FileNotFoundError(p) from None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
+            member = tf.next()
+            if member is None or not member.isfile():
+                raise IsADirectoryError(p)
+            return tf.extractfile(member).read()
+
+    # -- reset -------------------------------------------------------------------------
+    @property
+    def base_commit(self) -> str:
+        """The commit /testbed was at when this sandbox first looked; `reset` returns to it."""
+        if self._base_commit is None:
+            r = self.exec("git rev-parse HEAD", timeout=30)
+            if r.exit_code != 0:
+                raise SwelegoError(f"{self.workdir} is not a git repository in {self.image}")
+            self._base_commit = r.output.strip()
+        return self._base_commit
+
+    def reset(self, mode: ResetMode = "git") -> None:
+        """`git`: restore the repo in place (~0.08 s; state outside the repo survives).
+        `fresh`: replace the container (~0.45 s; everything is reset)."""
+        if mode == "fresh":
+            base = self._base_commit
+            self.close()
+            self.start()
+            self._base_commit = base
+            return
+        if mode != "git":
+            raise ValueError(f"unknown reset mode {mode!r}")
+        base = self.base_commit
+        r = self.exec(f"git reset -q --hard {base} && git clean -qfdx", timeout=120)
+        if not r.ok:
+            raise SwelegoError(f"git reset failed in sandbox: {r.output.strip()[-300:]}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def gc_containers(*, everything: bool = False, client: docker.DockerClient | None = None) -> list[str]:
+    """Remove sandbox containers whose driver process is gone (or all of them).
+
+    Returns the names removed. A container owned by a live process on this host is kept
+    unless `everything` is set.
+    """
+    client = client or docker_client()
+    removed = []
+    host = socket.gethostname()
+    for c in client.containers.list(all=True, filters={"label": LABEL}):
+        owner = c.labels.get(OWNER_LABEL, "")
+        owner_host, _, pid = owner.rpartition(":")
+        alive = owner_host == host and pid.isdigit() and _pid_alive(int(pid))
+        if everything or not alive:
+            try:
+                c.remove(force=True)
+                removed.append(c.name)
+            except docker.errors.NotFound:
+                pass
+    return removed

@@ -1,0 +1,184 @@
+"""DockerSandbox on the real engine: isolation, limits, timeouts, output caps, cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import docker.errors
+import pytest
+
+from swelego.sandbox import DockerSandbox, SandboxLimits, gc_containers
+
+
+def _exists(client, cid) -> bool:
+    try:
+        client.containers.get(cid)
+        return True
+    except docker.errors.NotFound:
+        return False
+
+
+@pytest.fixture(scope="module")
+def sb(toolz_env, client):
+    with DockerSandbox(toolz_env.image, client=client, limits=SandboxLimits(exec_timeout=60)) as s:
+        yield s
+
+
+def test_no_network_inside(sb):
+    code = ("import socket,errno\ns=socket.socket()\ns.settimeout(3)\n"
+            "try:\n s.connect(('1.1.1.1',53)); print('CONNECTED')\n"
+            "except OSError as e: print('ERR', errno.errorcode.get(e.errno, e.errno))")
+    sb.write_file("/tmp/net.py", code)
+    r = sb.exec("python /tmp/net.py; ls /sys/class/net")
+    assert "CONNECTED" not in r.output
+    assert "ERR ENETUNREACH" in r.output
+    assert r.output.split()[-1] == "lo"  # the loopback is the only interface
+
+
+def test_host_environment_not_visible(toolz_env, client, monkeypatch):
+    monkeypatch.setenv("SWELEGO_HOST_SECRET", "s3cr3t-value")
+    with DockerSandbox(toolz_env.image, client=client) as s:
+        r = s.exec("env")
+    assert r.ok
+    assert "s3cr3t-value" not in r.output and "SWELEGO_HOST_SECRET" not in r.output
+    assert "PATH=/opt/venv/bin" in r.output
+
+
+def test_capabilities_dropped_and_no_new_privileges(sb):
+    r = sb.exec("grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; chown nobody /tmp 2>&1; echo rc=$?")
+    assert "CapEff:\t0000000000000000" in r.output
+    assert "NoNewPrivs:\t1" in r.output
+    assert "rc=1" in r.output  # chown needs CAP_CHOWN
+
+
+def test_fork_bomb_hits_pid_limit(toolz_env, client):
+    with DockerSandbox(toolz_env.image, client=client, limits=SandboxLimits(pids=64)) as s:
+        code = textwrap.dedent("""\
+            import os, time
+            n = 0
+            try:
+                while True:
+                    if os.fork() == 0:
+                        time.sleep(3); os._exit(0)
+                    n += 1
+            except OSError as e:
+                print("fork failed after", n, "children:", e.strerror)
+            """)
+        s.write_file("/tmp/bomb.py", code)
+        r = s.exec("python /tmp/bomb.py", timeout=30)
+        assert "fork failed after" in r.output and "Resource temporarily unavailable" in r.output
+        n = int(r.output.split("fork failed after")[1].split()[0])
+        assert n < 64
+        assert client.api.inspect_container(s.container_id)["HostConfig"]["PidsLimit"] == 64
+        time.sleep(4)  # the children exit; the sandbox is usable again
+        assert s.exec("echo recovered", timeout=20).output.strip() == "recovered"
+
+
+def test_memory_bomb_is_killed(toolz_env, client):
+    with DockerSandbox(toolz_env.image, client=client, limits=SandboxLimits(memory="256m")) as s:
+        r = s.exec("python -c \"x = bytearray(800 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); print('ALIVE')\"",
+                   timeout=60)
+        assert r.exit_code == 137 and "ALIVE" not in r.output
+        assert s.exec("echo still-here").output.strip() == "still-here"  # the sandbox survives
+
+
+def test_infinite_loop_times_out_and_whole_tree_dies(sb):
+    t0 = time.monotonic()
+    # The daemonized child leaves the process group; the timeout must still find it.
+    r = sb.exec("setsid sleep 1000 & while true; do :; done", timeout=2)
+    assert r.timed_out and r.exit_code != 0
+    assert time.monotonic() - t0 < 15
+    left = sb.exec("ps -eo args").output
+    assert "sleep 1000" not in left and "while true" not in left
+
+
+def test_background_job_does_not_hold_the_command(sb):
+    r = sb.exec("sleep 30 & echo started", timeout=20)
+    assert r.ok and "started" in r.output and r.duration < 10
+    sb.exec("pkill -f 'sleep 30'")
+
+
+def test_huge_output_is_capped(sb):
+    r = sb.exec("head -c 50000000 /dev/urandom | base64 -w 100; echo END-MARK", timeout=60)
+    assert r.exit_code == 0
+    assert r.truncated_bytes > 40_000_000
+    assert len(r.output.encode()) < sb.limits.max_output + 1024
+    assert r.output.rstrip().endswith("END-MARK")  # the tail is kept
+
+
+def test_binary_output_and_files_round_trip(sb):
+    blob = bytes(range(256)) * 4
+    sb.write_file("/tmp/blob.bin", blob)
+    assert sb.read_file("/tmp/blob.bin") == blob
+    r = sb.exec("cat /tmp/blob.bin")
+    assert r.ok and "\ufffd" in r.output  # undecodable bytes replaced, not an exception
+    with pytest.raises(FileNotFoundError):
+        sb.read_file("/tmp/does-not-exist")
+
+
+def test_git_reset_restores_repo(sb):
+    before = sb.exec("git status --porcelain").output
+    assert before == ""
+    sb.exec("echo junk >> toolz/itertoolz.py && touch new_untracked.py && mkdir -p build && touch build/x")
+    assert sb.exec("git status --porcelain").output != ""
+    t0 = time.monotonic()
+    sb.reset("git")
+    assert time.monotonic() - t0 < 5
+    assert sb.exec("git status --porcelain --ignored").output == ""
+
+
+def test_fresh_reset_drops_state_outside_repo(toolz_env, client):
+    with DockerSandbox(toolz_env.image, client=client) as s:
+        s.exec("echo x > /root/outside && echo junk >> setup.py")
+        first = s.container_id
+        s.reset("fresh")
+        assert s.container_id != first and not _exists(client, first)
+        assert s.exec("test -e /root/outside").exit_code == 1
+        assert s.exec("git status --porcelain").output == ""
+
+
+def test_no_container_left_after_exception(toolz_env, client):
+    cid = None
+    with pytest.raises(RuntimeError):
+        with DockerSandbox(toolz_env.image, client=client) as s:
+            cid = s.container_id
+            assert _exists(client, cid)
+            raise RuntimeError("boom")
+    assert cid and not _exists(client, cid)
+
+
+DRIVER = """
+import sys, time
+from swelego.sandbox import DockerSandbox
+s = DockerSandbox(sys.argv[1]).start()
+print(s.container_id, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_remove_the_container(toolz_env, client, sig):
+    p = subprocess.Popen([sys.executable, "-c", DRIVER, toolz_env.image], stdout=subprocess.PIPE, text=True)
+    cid = p.stdout.readline().strip()
+    assert _exists(client, cid)
+    p.send_signal(sig)
+    p.wait(timeout=30)
+    assert not _exists(client, cid)
+
+
+def test_gc_removes_containers_of_killed_drivers(toolz_env, client):
+    p = subprocess.Popen([sys.executable, "-c", DRIVER, toolz_env.image], stdout=subprocess.PIPE, text=True)
+    cid = p.stdout.readline().strip()
+    os.kill(p.pid, signal.SIGKILL)  # no handler runs: the container is orphaned
+    p.wait(timeout=30)
+    assert _exists(client, cid)
+    with DockerSandbox(toolz_env.image, client=client) as mine:  # a live driver's sandbox is kept
+        removed = gc_containers(client=client)
+        assert _exists(client, mine.container_id)
+    assert not _exists(client, cid)
+    assert removed  # the orphan's name is reported

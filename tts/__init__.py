@@ -1,0 +1,1 @@
+"""Test-time scaling: k rollouts per instance, verifier selection, SWE-bench scoring and reports."""
