@@ -65,3 +65,14 @@ def test_failing_build_shows_the_log_tail(toy_repo, client):
     e = exc.value
     assert "image build failed" in e.headline and len(e.headline.splitlines()) == 1
     assert "setup-step-broke-here" in e.log_tail
+
+
+def test_offline_base_with_another_python(client):
+    """bullseye = Python 3.9: wheels are chosen for the image's Python, not the host's."""
+    env = build_env_image("pypi:inflection==0.5.1", base="bullseye", namespace=TEST_NS, client=client,
+                          log=lambda m: None)
+    assert env.python == "3.9" and env.base == "swelego/base:bullseye"
+    with DockerSandbox(env.image, client=client) as sb:
+        assert sb.exec("python --version").output.strip().startswith("Python 3.9")
+        run = run_tests(sb, env.test_cmd, log_parser=env.log_parser)
+    assert run.counts["passed"] > 100 and run.counts["failed"] == 0 and run.consistent

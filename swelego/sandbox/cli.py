@@ -13,7 +13,7 @@ from rich.table import Table
 from swelego.errors import ImageBuildError, SwelegoError
 
 # Tables are wide; outside a terminal (logs, CI) do not squeeze them into 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 150)
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
@@ -98,20 +98,20 @@ def _report_failure(source: str, e: Exception) -> None:
 
 def _print_env_table(rows, with_tests):
     t = Table(title="environment images")
-    for col in ("source", "image", "python", "size", "build"):
-        t.add_column(col)
+    for col in ("source", "image", "python", "test command", "size", "build"):
+        t.add_column(col, no_wrap=col in ("image", "test command"))
     if with_tests:
-        for col in ("passed", "failed", "skipped", "error", "test s"):
-            t.add_column(col, justify="right")
+        t.add_column("tests pass/fail/skip/error", no_wrap=True)
     for r in rows:
         if not r["ok"]:
-            t.add_row(escape(r["source"]), "[red]failed (see above)[/]", *[""] * (3 + 5 * with_tests))
+            t.add_row(escape(r["source"]), "[red]failed (see above)[/]", *[""] * (4 + with_tests))
             continue
         build = f"{r['build_seconds']:.1f}s" if r["built"] else "reused"
-        cells = [escape(r["source"]), r["image"], r["python"], f"{r['size_bytes'] / 1e6:.0f} MB", build]
+        cells = [escape(r["source"]), r["image"], r["python"], escape(r["test_cmd"]),
+                 f"{r['size_bytes'] / 1e6:.0f} MB", build]
         if with_tests:
             ts = r["tests"]
-            cells += [str(ts["passed"]), str(ts["failed"]), str(ts["skipped"]), str(ts["error"]), f"{ts['seconds']:.1f}"]
+            cells.append(f"{ts['passed']} / {ts['failed']} / {ts['skipped']} / {ts['error']} ({ts['seconds']:.1f}s)")
         t.add_row(*cells)
     out.print(t)
 

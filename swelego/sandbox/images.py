@@ -19,11 +19,13 @@ import sys
 import tempfile
 import time
 import tomllib
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import docker.errors
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 import docker
 from swelego.errors import ImageBuildError, SwelegoError
@@ -204,9 +206,57 @@ def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str
     return out, (meta.get("name") or testbed.name)
 
 
+def _wheel_requires(whl: Path) -> tuple[str, list[str]]:
+    """(canonical name, Requires-Dist lines) from a wheel's METADATA."""
+    with zipfile.ZipFile(whl) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+        text = z.read(meta).decode("utf-8", errors="replace")
+    name, reqs = "", []
+    for line in text.split("\n\n", 1)[0].splitlines():
+        if line.startswith("Name:"):
+            name = canonicalize_name(line.split(":", 1)[1].strip())
+        elif line.startswith("Requires-Dist:"):
+            reqs.append(line.split(":", 1)[1].strip())
+    return name, reqs
+
+
+def _missing_for_target(dest: Path, reqs: list[str], py: PythonInfo) -> list[str]:
+    """Requirements of the downloaded wheels that apply to the image's Python but are absent.
+
+    pip evaluates environment markers against the host interpreter even with
+    --python-version, so e.g. `exceptiongroup; python_version < "3.11"` is skipped when the
+    host runs 3.11 and the image 3.9. Close the set with markers evaluated for the image."""
+    wheels = dict(_wheel_requires(w) for w in dest.glob("*.whl"))
+    extras: dict[str, set[str]] = {}
+    for raw in reqs:
+        r = Requirement(raw)
+        extras.setdefault(canonicalize_name(r.name), set()).update(r.extras)
+    missing = []
+    for name, requires in wheels.items():
+        wanted = ("",) + tuple(sorted(extras.get(name, ())))
+        for raw in requires:
+            try:
+                r = Requirement(raw)
+            except InvalidRequirement:
+                continue
+            if _keep(r, py, wanted) and canonicalize_name(r.name) not in wheels:
+                missing.append(_strip_marker(r))
+    return sorted(set(missing))
+
+
 def download_wheels(reqs: list[str], py: PythonInfo, dest: Path) -> None:
-    """Download wheels for `reqs` for the image's Python into `dest` (host network only)."""
+    """Download wheels for `reqs` and their dependencies, for the image's Python, into `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
+    todo = list(reqs)
+    for _ in range(8):
+        _pip_download(todo, py, dest)
+        todo = _missing_for_target(dest, reqs, py)
+        if not todo:
+            return
+    raise SwelegoError(f"dependencies for Python {py.version} did not converge; still missing: {', '.join(todo)}")
+
+
+def _pip_download(reqs: list[str], py: PythonInfo, dest: Path) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
            "--python-version", py.version, "--implementation", "cp", "--abi", py.abi, "--abi", "abi3",
            "--abi", "none"]
