@@ -164,11 +164,15 @@ def _requirement_lines(text: str) -> list[str]:
     return out
 
 
-def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str, ...] = ()) -> tuple[list[str], str]:
+def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str, ...] = (),
+                            log=print) -> tuple[list[str], str]:
     """Requirements to preinstall: runtime deps, test extras, test requirement files, the
     build backend (for the editable install), pytest, and the user's extras.
     Returns (requirements, project name)."""
     meta = project_metadata(testbed)
+    if not meta and any((testbed / f).exists() for f in ("pyproject.toml", "setup.py", "setup.cfg")):
+        log("warning: pip could not read the project's metadata; its runtime dependencies are not "
+            "preinstalled (add them with --extra-dep)")
     reqs: list[str] = []
     for raw in meta.get("requires_dist", []) or []:
         try:
@@ -356,7 +360,7 @@ def build_env_image(
         t0 = time.monotonic()
         py = probe_python(base_name, client)
         log(f"resolving dependencies of {repo.name} {repo.version} for Python {py.version} ...")
-        reqs, _ = dependency_requirements(repo.testbed, py, tuple(extra_deps))
+        reqs, _ = dependency_requirements(repo.testbed, py, tuple(extra_deps), log=log)
         download_wheels(reqs, py, ctx / "wheels")
         (ctx / "wheels" / "requirements.txt").write_text("\n".join(reqs) + "\n")
         (ctx / "Dockerfile").write_text(template.format(base=base_name))
