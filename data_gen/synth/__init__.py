@@ -1,0 +1,1 @@
+"""Synthetic task generation: inject bugs into working code to make SWE-style tasks."""
