@@ -26,16 +26,21 @@ test: venv engine
 
 # Real PyPI sdists that ship their tests; override with `make demo DEMO_SOURCES="..."`.
 DEMO_SOURCES ?= pypi:toolz==1.0.0 pypi:inflection==0.5.1 pypi:more-itertools==10.5.0
+SYNTH_SOURCES ?= pypi:toolz==1.0.0 pypi:inflection==0.5.1
+DEMO_OUT ?= demo-output
 
 demo: venv engine
 	$(BIN)/swelego doctor || true
 	$(BIN)/swelego env build $(DEMO_SOURCES) --run-tests
+	$(BIN)/swelego data synth $(SYNTH_SOURCES) --out $(DEMO_OUT)/synth --max-candidates 10 --workers 2
+	$(BIN)/swelego data audit $(DEMO_OUT)/synth/dataset
 
 lint: venv
 	$(BIN)/ruff check .
 
 benchmark: venv engine
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/validation.py
 
 clean-images: venv engine
 	$(BIN)/swelego sandbox gc --all

@@ -1,8 +1,165 @@
-"""`swelego data`: the command group of this room."""
+"""`swelego data`: build datasets of tasks and trajectories."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import partial
+from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 @click.group()
 def data():
     """Build datasets: tasks from real and synthetic bugs, validated in sandboxes, and agent trajectories."""
+
+
+@data.command("synth")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--strategies", default="procedural,combine", show_default=True,
+              help="Comma list of procedural, llm_rewrite, llm_modify, combine.")
+@click.option("--max-candidates", default=30, show_default=True, help="Candidates per repository and strategy.")
+@click.option("--workers", default=1, show_default=True, help="Warm sandboxes per repository.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. auto); default: start a local one.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--modifiers", default="", help="Comma list restricting the procedural modifiers.")
+@click.option("--test-selection/--no-test-selection", default=True, show_default=True,
+              help="Run only the tests covering a candidate's function before the full suite.")
+@click.option("--test-timeout", default=600.0, show_default=True, help="Seconds for one test run.")
+@click.option("--base", default="bookworm", show_default=True, help="Base image for environment builds.")
+@click.option("--namespace", default="swelego", show_default=True, help="Image name prefix.")
+@click.option("--llm-base-url", default=None, help="OpenAI-compatible endpoint for LLM strategies and issue text.")
+@click.option("--llm-model", default=None, help="Model name at that endpoint.")
+@click.option("--llm-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the API key.")
+def synth(sources, out_dir, strategies, max_candidates, workers, executor, ray_address, seed, modifiers,
+          test_selection, test_timeout, base, namespace, llm_base_url, llm_model, llm_key_env):
+    """Generate synthetic tasks from SOURCE repositories and validate them.
+
+    SOURCE is `pypi:NAME==VERSION`, a git URL[@commit] or a local path[@rev]. Writes
+    OUT/dataset (HF save_to_disk), OUT/tasks.jsonl, OUT/candidates/<repo>.jsonl (one record
+    per candidate) and OUT/funnel.json. Rerunning the same command resumes.
+    """
+    from data_gen.synth.pipeline import STRATEGIES, SynthConfig, collect_rows, report_dict, synthesize_repo
+    from swelego.errors import SwelegoError
+    from swelego.executor import run_tasks
+    from swelego.schema import save_dataset
+
+    chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in STRATEGIES]
+    if unknown:
+        raise click.BadParameter(f"unknown strategy {', '.join(unknown)} (choose from {', '.join(STRATEGIES)})",
+                                 param_hint="--strategies")
+    out_path = Path(out_dir).resolve()
+    cfg = SynthConfig(out=str(out_path), strategies=chosen, max_candidates=max_candidates, workers=workers,
+                      seed=seed, test_selection=test_selection, test_timeout=test_timeout, namespace=namespace,
+                      base=base, llm_base_url=llm_base_url, llm_model=llm_model, llm_key_env=llm_key_env,
+                      executor=executor, ray_address=ray_address,
+                      modifiers=tuple(m.strip() for m in modifiers.split(",") if m.strip()))
+    if cfg.llm() is None and set(chosen) & {"llm_rewrite", "llm_modify"}:
+        err.print("notice: llm_rewrite / llm_modify are skipped: set --llm-base-url and --llm-model to use them")
+    reports, errors = [], {}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as progress:
+        bars: dict[str, int] = {}
+        overall = progress.add_task("repositories", total=len(sources))
+
+        def on_progress(repo: str, done: int, total: int) -> None:
+            if repo not in bars:
+                bars[repo] = progress.add_task(f"{repo} candidates", total=total)
+            progress.update(bars[repo], completed=done, total=total)
+
+        # Ray ships the function to other processes: only picklable state goes with it.
+        work = partial(synthesize_repo, cfg=cfg, progress=on_progress if executor == "local" else None)
+        for source, result in run_tasks(work, list(sources), executor=executor, ray_address=ray_address):
+            progress.advance(overall)
+            if isinstance(result, Exception):
+                msg = str(result) if isinstance(result, SwelegoError) else f"{type(result).__name__}: {result}"
+                errors[source] = msg.splitlines()[0][:300]
+                err.print(f"[red]✗[/] {escape(source)}: {escape(errors[source])}", highlight=False)
+            else:
+                reports.append(result)
+                for n in result.notices:
+                    err.print(f"notice: {escape(n)}")
+    import datasets
+
+    datasets.disable_progress_bars()
+    rows = collect_rows(out_path)
+    save_dataset(rows, out_path)
+    summary = report_dict(reports, errors)
+    summary["kept_rows"] = len(rows)
+    (out_path / "funnel.json").write_text(json.dumps(summary, indent=2))
+    _print_funnel(summary, out_path)
+    if errors and not reports:
+        sys.exit(1)
+
+
+def _print_funnel(summary: dict, out_path: Path) -> None:
+    from data_gen.synth.pipeline import FUNNEL
+
+    for group in ("strategy", "modifier"):
+        rows = summary["funnel"][group]
+        if not rows:
+            continue
+        t = Table(title=f"funnel by {group}")
+        t.add_column(group)
+        for stage in FUNNEL:
+            t.add_column(stage, justify="right")
+        t.add_column("yield", justify="right")
+        for key in sorted(rows):
+            r = rows[key]
+            t.add_row(key, *[str(r[s]) for s in FUNNEL], f"{100 * r['kept'] / max(1, r['candidates']):.0f}%")
+        total = summary["funnel"]["all"].get("all", dict.fromkeys(FUNNEL, 0))
+        t.add_row("[bold]all", *[f"[bold]{total[s]}" for s in FUNNEL],
+                  f"[bold]{100 * total['kept'] / max(1, total['candidates']):.0f}%")
+        out.print(t)
+    for rep in summary["repos"]:
+        b = rep["baseline"]
+        out.print(f"{rep['repo']}: {b.get('passing', 0)} stable passing tests, {len(b.get('flaky', []))} flaky "
+                  f"(quarantined), suite {b.get('seconds', 0)}s; {rep['seconds']:.0f}s in all")
+    out.print(f"{summary['kept_rows']} task(s) in {out_path}/dataset and {out_path}/tasks.jsonl")
+
+
+@data.command("audit")
+@click.argument("dataset", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per row on stdout.")
+def audit(dataset, as_json):
+    """Prove for every row of DATASET that the fix is not reachable through git in its image.
+
+    Checks history, reflog, branches, tags, stashes, remotes and every object in the store
+    (loose, packed or unreachable). Exits 1 when any row leaks.
+    """
+    from data_gen.sanitize import audit_task
+    from swelego.errors import SwelegoError
+    from swelego.sandbox import docker_client
+    from swelego.schema import load_dataset
+
+    client = docker_client()
+    tasks = load_dataset(dataset)
+    leaks = 0
+    with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as p:
+        bar = p.add_task("audit", total=len(tasks))
+        for task in tasks:
+            try:
+                problems = audit_task(task, client=client)
+            except SwelegoError as e:
+                problems = [f"audit failed: {e}"]
+            leaks += bool(problems)
+            if as_json:
+                print(json.dumps({"instance_id": task.instance_id, "ok": not problems, "problems": problems}))
+            elif problems:
+                err.print(f"[red]LEAK[/] {escape(task.instance_id)}: {escape('; '.join(problems))}", highlight=False)
+            p.advance(bar)
+    msg = f"{len(tasks) - leaks}/{len(tasks)} rows clean"
+    (err if leaks or as_json else out).print(msg if not leaks else f"[red]{msg}: {leaks} leak(s)[/]")
+    if leaks:
+        sys.exit(1)

@@ -3,6 +3,7 @@ are built once per session under the `swelego-test/` prefix and removed at the e
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from swelego.sandbox.images import build_env_image, ensure_base_image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from harness_quickstart import GOLD_PATCH, TEST_PATCH, make_toy_repo  # noqa: E402
 
-TEST_NS = "swelego-test"
+# Per session, so that two test sessions on one engine never remove each other's images.
+TEST_NS = f"swelego-test-{os.getpid()}"
 __all__ = ["GOLD_PATCH", "TEST_PATCH", "TEST_NS", "git"]
 
 

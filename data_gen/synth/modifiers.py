@@ -4,6 +4,7 @@ Everything outside the mutated site is reproduced byte-for-byte, so the diff is 
 from __future__ import annotations
 
 import difflib
+import functools
 import random
 from dataclasses import dataclass
 
@@ -159,6 +160,13 @@ def _negate(expr: cst.BaseExpression) -> cst.BaseExpression:
     return cst.UnaryOperation(operator=cst.Not(), expression=_paren(expr))
 
 
+@functools.lru_cache(maxsize=32)
+def _parsed(source: str) -> MetadataWrapper:
+    # Parsing and position metadata dominate a mutation's cost; trees are immutable, so one
+    # parse serves every modifier and entity of a file.
+    return MetadataWrapper(cst.parse_module(source))
+
+
 class Modifier:
     """One kind of bug. Subclasses name the node types they touch, how many sites a node offers,
     and how to rewrite one site; the base class handles scoping and seeded site choice."""
@@ -180,7 +188,7 @@ class Modifier:
 
     def _run(self, source: str, entity: Entity, target: int | None, rng: random.Random):
         transformer = _SiteTransformer(self, entity, target, rng)
-        module = MetadataWrapper(cst.parse_module(source)).visit(transformer)
+        module = _parsed(source).visit(transformer)
         return transformer.count, module.code
 
     def candidates(self, source: str, entity: Entity) -> int:
@@ -229,6 +237,9 @@ class _SiteTransformer(cst.CSTTransformer):
     def on_visit(self, node: cst.CSTNode) -> bool:
         if isinstance(node, cst.FunctionDef | cst.ClassDef):
             self._names.append(node.name.value)
+            pos = self.get_metadata(PositionProvider, node)
+            if pos.end.line < self.entity.start_line or pos.start.line > self.entity.end_line:
+                return False  # cannot contain the target: skip the subtree (on_leave still runs)
             if self._root is None and self._is_target(node):
                 # Function modifiers get the body only: signature defaults stay intact.
                 self._root = node.body if isinstance(node, cst.FunctionDef) else node

@@ -33,7 +33,7 @@ from swelego.sandbox.docker import docker_client
 from swelego.sandbox.sources import PreparedRepo, RepoSource, prepare_testbed
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
-ENV_FORMAT = 1  # bump when the image layout changes, so old images are not reused
+ENV_FORMAT = 2  # bump when the image layout changes, so old images are not reused
 BASE_DISTS = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 BASE_NAMESPACE = "swelego/base"
 DEFAULT_TEST_CMD = "pytest -rA -p no:cacheprovider"
@@ -366,6 +366,7 @@ def build_env_image(
         (ctx / "Dockerfile").write_text(template.format(base=base_name))
         (ctx / "install-testbed.sh").write_text(installer)
         (ctx / "setup.sh").write_text("# user setup commands\n" + "\n".join(setup) + "\n")
+        (ctx / "version").write_text(repo.version if src.kind == "pypi" else "")
         info = EnvImage(image=name, repo=repo.name, version=repo.version, source=src.raw, base=base_name,
                         python=py.version, base_commit=repo.base_commit, test_cmd=test_cmd,
                         spec_hash=spec_hash, requirements=reqs)

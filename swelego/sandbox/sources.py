@@ -210,7 +210,7 @@ def prepare_testbed(source: RepoSource, dest: Path, cache: Path) -> PreparedRepo
         archive, version = download_sdist(source.location, source.ref, cache / "sdists")
         _unpack(archive, dest)
         # Generated metadata the sdist carries; an install rewrites it, so it must not be tracked.
-        for egg in dest.glob("*.egg-info"):
+        for egg in [p for p in dest.rglob("*.egg-info") if p.is_dir()]:
             shutil.rmtree(egg)
         commit = _commit_tree(dest, f"{source.location} {version} (sdist)")
         return PreparedRepo(source, source.location.lower(), version, dest, commit)

@@ -1,0 +1,48 @@
+"""Run independent work items locally or as Ray tasks, with the same call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+def run_tasks(fn: Callable[..., Any], items: list[Any], *, executor: str = "local",
+              ray_address: str | None = None, num_cpus: float = 1.0) -> Iterator[tuple[Any, Any]]:
+    """Yield (item, result or exception) as items finish. An exception in one item is
+    returned, not raised, so the rest of the batch continues."""
+    if executor == "local":
+        for item in items:
+            try:
+                yield item, fn(item)
+            except Exception as e:  # noqa: BLE001 - reported per item by the caller
+                yield item, e
+        return
+    if executor != "ray":
+        raise ValueError(f"unknown executor {executor!r} (local or ray)")
+    try:
+        import ray
+    except ImportError:
+        from swelego.errors import SwelegoError
+
+        raise SwelegoError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+    if not ray.is_initialized():
+        if ray_address:
+            ray.init(address=ray_address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=num_cpus, max_retries=0)(_call)
+    pending = {remote.remote(fn, item): item for item in items}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        ref = done[0]
+        item = pending.pop(ref)
+        try:
+            yield item, ray.get(ref)
+        except Exception as e:  # noqa: BLE001
+            cause = getattr(e, "cause", None)
+            yield item, cause if isinstance(cause, Exception) else e
+
+
+def _call(fn: Callable[..., Any], item: Any) -> Any:
+    # Ray takes only plain functions; `fn` itself (a partial, say) travels as an argument.
+    return fn(item)

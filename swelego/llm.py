@@ -1,0 +1,90 @@
+"""A thin client for any OpenAI-compatible chat endpoint (vLLM, SGLang, hosted APIs).
+Pipeline stages share it so retries, error messages and token accounting behave the same everywhere."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from swelego.errors import SwelegoError
+
+
+@dataclass
+class LLMConfig:
+    """Where and how to ask a chat model.
+
+    base_url: endpoint root, e.g. ``http://localhost:8000/v1``.
+    model: model name the endpoint serves.
+    api_key_env: environment variable holding the key; endpoints without auth get ``EMPTY``.
+    temperature: sampling temperature for every call unless overridden.
+    max_tokens: completion length cap per call.
+    timeout: seconds to wait for one HTTP request before it counts as failed.
+    max_retries: retries on 429, 5xx, connection errors and timeouts (exponential backoff by the SDK).
+    seed: sampling seed forwarded to endpoints that honour it; None leaves sampling unseeded.
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.7
+    max_tokens: int = 2048
+    timeout: float = 120.0
+    max_retries: int = 4
+    seed: int | None = None
+
+
+class LLMClient:
+    """Chat completions with one-line errors and running call/token counters."""
+
+    def __init__(self, config: LLMConfig):
+        self.config = config
+        self.calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._client = openai.OpenAI(
+            base_url=config.base_url,
+            # Local servers usually ignore the key, but the SDK refuses to start without one.
+            api_key=os.environ.get(config.api_key_env) or "EMPTY",
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+        )
+
+    def complete(self, messages: list[dict], **overrides: Any) -> str:
+        """The first choice's text for `messages`; `overrides` replace config sampling fields per call."""
+        params: dict[str, Any] = {
+            "model": self.config.model,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+        }
+        if self.config.seed is not None:
+            params["seed"] = self.config.seed
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        self.calls += 1
+        try:
+            response = self._client.chat.completions.create(messages=messages, **params)
+        except openai.APIError as exc:
+            # The SDK has already retried; what is left is for the user to fix (endpoint down, bad model, ...).
+            detail = " ".join(str(exc).split())[:200]
+            raise SwelegoError(
+                f"LLM endpoint {self.config.base_url} (model {self.config.model}) failed "
+                f"(up to {self.config.max_retries} retries): {type(exc).__name__}: {detail}"
+            ) from exc
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens or 0
+            self.completion_tokens += usage.completion_tokens or 0
+        if not response.choices:
+            return ""
+        return response.choices[0].message.content or ""
+
+
+def client_from_options(
+    base_url: str | None, model: str | None, api_key_env: str = "OPENAI_API_KEY", **kw: Any
+) -> LLMClient | None:
+    """A client when both endpoint and model are given, else None (callers then skip LLM strategies)."""
+    if not base_url or not model:
+        return None
+    return LLMClient(LLMConfig(base_url=base_url, model=model, api_key_env=api_key_env, **kw))

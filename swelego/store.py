@@ -1,0 +1,71 @@
+"""Append-only result store: one JSON record per key, safe under kill -9.
+
+Each `put` appends one line and fsyncs it; a torn last line from a killed writer is ignored
+on load. Later records for a key replace earlier ones in memory, so a rerun that finishes a
+key again is harmless, and `has` lets a rerun skip what is done."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class ResultStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._records: dict[str, dict[str, Any]] = {}
+        self._load()
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn write from a killed process
+            try:
+                rec = json.loads(line)
+                self._records[rec["key"]] = rec["value"]
+            except (ValueError, KeyError):
+                break
+            good += len(line)
+        if good < len(data):
+            with self.path.open("r+b") as f:  # drop the torn tail so appends start on a line
+                f.truncate(good)
+
+    def has(self, key: str) -> bool:
+        return key in self._records
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._records.get(key)
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        line = json.dumps({"key": key, "value": value}, ensure_ascii=False, sort_keys=True) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._records[key] = value
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return iter(list(self._records.items()))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
