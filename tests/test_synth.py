@@ -167,6 +167,18 @@ def test_flaky_test_never_becomes_fail_to_pass(flaky_repo, tmp_path):
     assert any(row.metadata["entity"] == "median" for row in rows)  # bugs the flaky test notices too
     for row in rows:
         assert FLAKY not in row.FAIL_TO_PASS and FLAKY not in row.PASS_TO_PASS
+    # combined bugs of one file are validated again as a whole, not assumed
+    funnel = json.loads((tmp_path / "funnel.json").read_text())["funnel"]["strategy"]
+    assert funnel["combine"]["candidates"] >= 1
+    combos = [row for row in rows if row.strategy == "combine/combine"]
+    singles = {row.metadata["candidate"]: row for row in rows if row.strategy != "combine/combine"}
+    for row in combos:
+        assert len(row.metadata["parts"]) >= 2
+        assert row.patch.startswith(f"diff --git a/{row.metadata['file']} b/{row.metadata['file']}")
+        parts = [singles[p] for p in row.metadata["parts"]]
+        fixed_lines = {ln[1:] for ln in row.patch.splitlines() if ln.startswith("+") and not ln.startswith("+++")}
+        for part in parts:  # every part's fix is inside the combined fix
+            assert {ln[1:] for ln in part.patch.splitlines() if ln.startswith("+") and not ln.startswith("+++")} <= fixed_lines
 
 
 def test_kill_and_resume_loses_and_duplicates_nothing(flaky_repo, tmp_path):

@@ -242,7 +242,8 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
         sb.reset("fresh")  # whatever hung may have left state behind
     if outcome.status != "valid":
         return rec
-    fix_patch = sb.exec("git diff -R --no-color --src-prefix=a/ --dst-prefix=b/", timeout=60).output
+    # -R swaps the prefixes too: these give the usual a/ (buggy, old) and b/ (fixed, new) labels.
+    fix_patch = sb.exec("git diff -R --no-color --src-prefix=b/ --dst-prefix=a/", timeout=60).output
     try:
         rec["row"] = _make_row(c, outcome, fix_patch, env, cfg, llm, client)
         rec["status"] = "kept"
