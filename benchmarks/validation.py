@@ -188,12 +188,14 @@ def main() -> None:
     ap.add_argument("--extra-dep", action="append", default=None,
                     help="extra pip requirement for the image (repeatable; pytest-cov is always added); "
                          f"default for the default source: {' '.join(DEFAULT_EXTRA_DEPS)}")
-    ap.add_argument("--candidates", type=int, default=24, help="procedural bug candidates to validate")
+    ap.add_argument("--candidates", type=int, default=20, help="procedural bug candidates to validate")
     ap.add_argument("--seed", type=int, default=0, help="candidate generation seed")
     ap.add_argument("--targeting", choices=("uniform", "covered"), default="uniform",
                     help="candidate pool shared by all modes: 'uniform' = any function (SWE-smith-like, "
                          "keep=None); 'covered' = only functions some test covers (swelego's pipeline)")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds for one test run")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="cap in seconds for one candidate test run (default 300); each run's own budget is "
+                         "sized from the clean baseline (data_gen.validate.time_budget), in every mode")
     ap.add_argument("--workers", type=int, default=1, help="containers validating in parallel, every mode")
     ap.add_argument("--baseline-runs", type=int, default=3, help="clean-suite runs for the flaky-test baseline")
     ap.add_argument("--modes", default="a,b,c", help="comma-separated subset of a,b,c")
@@ -205,7 +207,8 @@ def main() -> None:
     workers = max(1, args.workers)
 
     client = docker_client()
-    limits = SandboxLimits(exec_timeout=args.timeout)
+    setup_timeout = 300.0
+    limits = SandboxLimits(exec_timeout=max(setup_timeout, args.timeout or 0))
     try:
         # ---- environment ------------------------------------------------------------
         t0 = time.perf_counter()
@@ -222,10 +225,10 @@ def main() -> None:
         with DockerSandbox(env.image, client=client, limits=limits) as sb:
             t0 = time.perf_counter()
             baseline = stable_baseline(sb, env.test_cmd, log_parser=env.log_parser, runs=args.baseline_runs,
-                                       timeout=args.timeout)
+                                       timeout=setup_timeout)
             baseline_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            cov = coverage_map(sb, env.test_cmd, timeout=args.timeout)
+            cov = coverage_map(sb, env.test_cmd, timeout=setup_timeout)
             cov_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             files = _read_sources(sb)
@@ -234,6 +237,7 @@ def main() -> None:
             cands = procedural_candidates(env.repo, files, seed=args.seed, limit=args.candidates, keep=keep)
             gen_s = time.perf_counter() - t0
         sel = [len(covering_tests(c, cov) & set(baseline.passing)) for c in cands]
+        timeout = args.timeout or 300.0  # a cap: validate_patch sizes each run's budget from the baseline
 
         t = Table(title=f"Setup (one-off per repository): {env.repo} {env.version}")
         for col in ("step", "used by", "seconds", "result"):
@@ -246,6 +250,7 @@ def main() -> None:
                   f"{len(cov.lines)} files mapped")
         t.add_row(f"read sources + procedural candidates ({args.targeting})", "all", fmt_s(gen_s),
                   f"{len(cands)} candidates (seed {args.seed}, targeting {args.targeting}) from {len(files)} files")
+        t.add_row("candidate test-run timeout", "all", fmt_s(timeout), "--timeout" if args.timeout else "default")
         if sel:
             t.caption = (f"selected tests per candidate (a): median {statistics.median(sel):.0f}, "
                          f"max {max(sel)} of {len(baseline.passing)}")
@@ -259,11 +264,11 @@ def main() -> None:
         for m in modes:
             console.print(f"[bold]mode ({m}) {MODES[m]}[/bold]: {len(cands)} candidates, {workers} worker(s)")
             if m == "a":
-                runs[m] = run_warm("a", cands, baseline, cov, env, client, limits, workers, args.timeout)
+                runs[m] = run_warm("a", cands, baseline, cov, env, client, limits, workers, timeout)
             elif m == "b":
-                runs[m] = run_warm("b", cands, baseline, None, env, client, limits, workers, args.timeout)
+                runs[m] = run_warm("b", cands, baseline, None, env, client, limits, workers, timeout)
             else:
-                runs[m] = run_fresh(cands, baseline, env, client, limits, workers, args.timeout)
+                runs[m] = run_fresh(cands, baseline, env, client, limits, workers, timeout)
 
         # ---- throughput table --------------------------------------------------------------
         setup_of = {"a": baseline_s + cov_s, "b": baseline_s, "c": baseline_s}

@@ -134,13 +134,20 @@ class Outcome:
     log: str = ""  # the final run's log, for the problem statement
 
 
+def time_budget(baseline: Baseline, n_tests: int, cap: float) -> float:
+    """Seconds allowed for running `n_tests` of the suite: a generous multiple of what they took
+    on the clean tree, so a bug that makes code loop is cut off early instead of at `cap`."""
+    share = baseline.seconds * n_tests / max(1, len(baseline.passing))
+    return min(cap, max(10.0, 5 * share + 5))
+
+
 def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cmd: str, log_parser: str,
                    covering: set[str] | None, timeout: float) -> Outcome:
     """Apply a bug patch to the clean tree and classify it.
 
     With `covering` (test selection on) only those tests run first; a candidate that breaks
     one of them gets a full-suite run, which fixes its FAIL_TO_PASS and PASS_TO_PASS. Without
-    it the full suite runs once."""
+    it the full suite runs once. Each run gets `time_budget` seconds, at most `timeout`."""
     sb.reset("git")
     seconds = 0.0
     if not apply_patch(sb, patch):
@@ -150,13 +157,15 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
         selected = sorted(covering & set(baseline.passing))
         if not selected:
             return Outcome("no_tests")
-        run = run_selected(sb, test_cmd, selected, log_parser=log_parser, timeout=timeout)
+        run = run_selected(sb, test_cmd, selected, log_parser=log_parser,
+                           timeout=time_budget(baseline, len(selected), timeout))
         seconds += run.duration
         if run.timed_out:
             return Outcome("timeout", tests_run=len(selected), seconds=seconds)
         if not broken_tests(baseline.passing, run, among=set(selected)):
             return Outcome("no_break", tests_run=len(selected), seconds=seconds)
-    run = run_tests(sb, test_cmd, timeout=timeout, log_parser=log_parser)
+    run = run_tests(sb, test_cmd, timeout=time_budget(baseline, len(baseline.passing), timeout),
+                    log_parser=log_parser)
     seconds += run.duration
     if run.timed_out:
         return Outcome("timeout", seconds=seconds)
