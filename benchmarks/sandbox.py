@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 
 from rich.console import Console
@@ -19,7 +20,8 @@ from swelego.sandbox import DockerSandbox, docker_client
 from swelego.sandbox.images import build_env_image
 
 NAMESPACE = "swelego-bench"
-console = Console()
+# Wide tables stay readable when the output goes to a file or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def p90(xs: list[float]) -> float:
