@@ -46,7 +46,7 @@ def synth(sources, out_dir, strategies, max_candidates, workers, executor, ray_a
     """Generate synthetic tasks from SOURCE repositories and validate them.
 
     SOURCE is `pypi:NAME==VERSION`, a git URL[@commit] or a local path[@rev]. Writes
-    OUT/dataset (HF save_to_disk), OUT/tasks.jsonl, OUT/candidates/<repo>.jsonl (one record
+    OUT/dataset (HF save_to_disk), OUT/tasks.jsonl, OUT/candidates/<repo>-<version>.jsonl (one record
     per candidate) and OUT/funnel.json. Rerunning the same command resumes.
     """
     from data_gen.synth.pipeline import STRATEGIES, SynthConfig, collect_rows, report_dict, synthesize_repo

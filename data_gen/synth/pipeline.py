@@ -45,7 +45,7 @@ FUNNEL = ("candidates", "applies", "breaks", "valid", "kept")
 class SynthConfig:
     """Options of `swelego data synth`.
 
-    out: output directory (dataset/, tasks.jsonl, candidates/<repo>.jsonl, funnel.json).
+    out: output directory (dataset/, tasks.jsonl, candidates/<repo>-<version>.jsonl, funnel.json).
     strategies: any of procedural, llm_rewrite, llm_modify, combine.
     max_candidates: candidates per repository and strategy.
     workers: warm sandboxes per repository validating in parallel.
@@ -114,7 +114,8 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
     env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=("pytest-cov",),
                           client=client, log=lambda m: None)
     report.repo, report.image = env.repo, env.image
-    store = ResultStore(out / "candidates" / f"{env.repo}.jsonl")
+    # One store per repository version: two versions of one package never share a file.
+    store = ResultStore(out / "candidates" / f"{_slug(env.repo)}-{_slug(env.version)}.jsonl")
     limits = SandboxLimits(exec_timeout=cfg.test_timeout)
     llm = cfg.llm()
     wanted = set(cfg.strategies)
