@@ -1,0 +1,168 @@
+"""The agent loop: a policy proposes assistant messages, the tools run them in a sandbox,
+and the episode ends with a patch (the repository's diff against the task's base commit)
+and, optionally, its grade."""
+
+from __future__ import annotations
+
+import shlex
+import traceback
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+from swelego.agent.tools import TOOL_SCHEMAS, ToolBox
+from swelego.agent.trajectory import Step, Trajectory, normalize_tool_calls
+from swelego.harness import patch_files, run_eval
+from swelego.schema import TaskInstance
+
+DEFAULT_SYSTEM_PROMPT = """\
+You are a software engineer working in a Linux sandbox on a Python repository checked out \
+at /testbed. You act only through tools:
+- execute_bash: run a shell command in /testbed (no network; each call is a fresh shell).
+- str_replace_editor: view files and directories, create files, replace exact text, insert \
+lines, undo an edit. Paths are absolute.
+- think: write down your reasoning without running anything.
+- finish: end the task; the repository as it is then gets evaluated.
+Work step by step: explore the code, reproduce the problem, make a minimal fix, check it, \
+then call finish."""
+
+USER_TEMPLATE = """\
+<issue>
+{problem_statement}
+</issue>
+
+The repository is at /testbed. Change the non-test source files so that the issue above is \
+resolved. Do not modify or add tests; the existing and hidden tests will be run on your \
+change. Call finish when you are done."""
+
+NUDGE = (
+    "Please continue, using the tools; call finish when done. "
+    "(Your last message contained no tool call.)"
+)
+SKIPPED = "Not executed: finish was already called in this message."
+
+# Drop every trace of history other than the checked-out commit: remotes, other branches,
+# tags, stashes and reflogs.
+SANITIZE_GIT = (
+    "set -e; "
+    "for r in $(git remote); do git remote remove \"$r\"; done; "
+    "cur=$(git symbolic-ref -q HEAD || true); "
+    "git for-each-ref --format='%(refname)' | while read -r ref; do "
+    "if [ \"$ref\" != \"$cur\" ]; then git update-ref -d \"$ref\"; fi; done; "
+    "git reflog expire --expire=now --expire-unreachable=now --all; "
+    "rm -rf .git/logs; true"
+)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def next_message(self, messages: list[dict], tools: list[dict]) -> dict:
+        """The next assistant message (may carry `tool_calls`) given the transcript so far."""
+        ...
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sanitize_git(sandbox, workdir: str = "/testbed") -> None:
+    r = sandbox.exec(SANITIZE_GIT, timeout=120, workdir=workdir)
+    if r.exit_code != 0:
+        raise RuntimeError(f"could not sanitize git history: {r.output.strip()[-300:]}")
+
+
+def compute_patch(sandbox, base_commit: str, workdir: str = "/testbed") -> str:
+    """The working tree's diff against `base_commit`, new files included (binary-safe)."""
+    out = "/tmp/swelego_agent.patch"
+    cmd = (
+        f"git add -A && git -c core.fileMode=false diff --cached --binary {shlex.quote(base_commit)} "
+        f"> {out}; rc=$?; git reset -q; exit $rc"
+    )
+    r = sandbox.exec(cmd, timeout=300, workdir=workdir)
+    if r.exit_code != 0:
+        raise RuntimeError(f"could not compute the patch: {r.output.strip()[-300:]}")
+    return sandbox.read_file(out).decode("utf-8", errors="replace")
+
+
+def _as_message(reply) -> dict:
+    if not isinstance(reply, dict):
+        raise TypeError(f"policy returned {type(reply).__name__}, expected a message dict")
+    msg = normalize_tool_calls(reply)
+    msg["role"] = "assistant"
+    msg.setdefault("content", None)
+    return msg
+
+
+def run_episode(
+    task: TaskInstance,
+    sandbox,
+    policy: Policy,
+    *,
+    max_turns: int = 100,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    grade: bool = True,
+    policy_name: str = "",
+    model: str = "",
+    sampling: dict | None = None,
+    toolbox: ToolBox | None = None,
+) -> Trajectory:
+    """Run one episode of `policy` on `task` in a started sandbox of the task's image."""
+    tools = toolbox or ToolBox(sandbox)
+    schemas = list(TOOL_SCHEMAS)
+    traj = Trajectory(
+        instance_id=task.instance_id,
+        tools=schemas,
+        policy=policy_name or getattr(policy, "name", "") or type(policy).__name__,
+        model=model or getattr(policy, "model", ""),
+        sampling=dict(sampling if sampling is not None else getattr(policy, "sampling", {}) or {}),
+        started_at=_now(),
+    )
+    traj.messages = [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": USER_TEMPLATE.format(problem_statement=task.problem_statement.strip())},
+    ]
+    sanitize_git(sandbox)
+    exit_reason = "max_turns"
+    try:
+        while traj.turns < max_turns:
+            traj.turns += 1
+            msg = _as_message(policy.next_message(traj.messages, schemas))
+            traj.messages.append(msg)
+            calls = msg.get("tool_calls") or []
+            if not calls:
+                traj.messages.append({"role": "user", "content": NUDGE})
+                continue
+            finished = False
+            for call in calls:
+                fn = call["function"]
+                if finished:
+                    traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": SKIPPED})
+                    traj.steps.append(Step(tool=fn["name"], error=True, error_kind="skipped"))
+                    continue
+                res = tools.execute(fn["name"], fn["arguments"])
+                traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": res.output})
+                traj.steps.append(Step(tool=fn["name"], exit_code=res.exit_code, error=res.error,
+                                       error_kind=res.error_kind, duration=res.duration,
+                                       truncated=res.truncated))
+                finished = finished or res.finished
+            if finished:
+                exit_reason = "finish"
+                break
+    except Exception as e:  # a policy or sandbox failure ends the episode, recorded
+        exit_reason = "error"
+        traj.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+    traj.exit_reason = exit_reason
+    patched = True
+    try:
+        traj.patch = compute_patch(sandbox, task.base_commit)
+    except Exception as e:
+        patched = False
+        traj.exit_reason = "error"
+        traj.error = (traj.error + "\n" if traj.error else "") + f"patch: {type(e).__name__}: {e}"
+    if grade and patched:
+        g = run_eval(sandbox, task, traj.patch)  # resets the sandbox
+        traj.resolved = bool(g.resolved)
+        traj.semi_resolved = (not traj.resolved) and bool(traj.patch.strip()) and (
+            set(patch_files(traj.patch)) == set(patch_files(task.patch))
+        )
+    traj.finished_at = _now()
+    return traj

@@ -1,0 +1,98 @@
+"""A recorded agent episode: the chat transcript (OpenAI chat format), per-call tool
+statistics, the resulting patch and its grade.
+
+Tool-call arguments are always stored as strings (the JSON the model emitted), so a
+trajectory can be fed back to a chat-completions API or a trainer unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+EXIT_REASONS = ("finish", "max_turns", "error")
+
+
+@dataclass
+class Step:
+    """Statistics of one tool call (the observation itself lives in `messages`)."""
+
+    tool: str
+    exit_code: int | None = None
+    error: bool = False
+    error_kind: str | None = None
+    duration: float = 0.0
+    truncated: bool = False
+
+
+def arguments_as_string(arguments: Any) -> str:
+    """Tool-call arguments as a string: strings are kept verbatim, anything else is JSON-encoded."""
+    if isinstance(arguments, str):
+        return arguments
+    if isinstance(arguments, (bytes, bytearray)):
+        return arguments.decode("utf-8", errors="replace")
+    if arguments is None:
+        return "{}"
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def normalize_tool_calls(message: dict) -> dict:
+    """A copy of an assistant message whose tool calls all have id, type and string arguments."""
+    msg = dict(message)
+    calls = msg.get("tool_calls")
+    if not calls:
+        msg.pop("tool_calls", None)
+        return msg
+    out = []
+    for i, call in enumerate(calls):
+        call = dict(call) if isinstance(call, dict) else {}
+        fn = call.get("function")
+        fn = dict(fn) if isinstance(fn, dict) else {}
+        name = fn.get("name")
+        fn["name"] = name if isinstance(name, str) else ""
+        fn["arguments"] = arguments_as_string(fn.get("arguments"))
+        out.append({"id": str(call.get("id") or f"call_{i}"), "type": "function", "function": fn})
+    msg["tool_calls"] = out
+    return msg
+
+
+@dataclass
+class Trajectory:
+    instance_id: str
+    messages: list[dict] = field(default_factory=list)
+    tools: list[dict] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    patch: str = ""
+    resolved: bool | None = None
+    semi_resolved: bool | None = None
+    policy: str = ""
+    model: str = ""
+    sampling: dict = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+    turns: int = 0
+    exit_reason: str = "error"
+    error: str = ""  # what went wrong when exit_reason is "error"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["messages"] = [normalize_tool_calls(m) if m.get("tool_calls") else dict(m) for m in self.messages]
+        return d
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Trajectory:
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in d.items() if k in known}
+        data["steps"] = [s if isinstance(s, Step) else Step(**s) for s in data.get("steps", [])]
+        data["messages"] = [
+            normalize_tool_calls(m) if m.get("tool_calls") else dict(m) for m in data.get("messages", [])
+        ]
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Trajectory:
+        return cls.from_dict(json.loads(text))
