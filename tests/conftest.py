@@ -67,3 +67,15 @@ def toy_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_env(client, base_image, toy_repo):
     return build_env_image(str(toy_repo), namespace=TEST_NS, client=client, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def toy_task(toy_env, client):
+    """The toy repo's median bug as a validated swebench row (F2P/P2P from real runs)."""
+    from swelego.harness import new_task, validate_task
+    from swelego.sandbox import DockerSandbox
+
+    task = new_task(toy_env, instance_id="toy__toycalc-1", patch=GOLD_PATCH, test_patch=TEST_PATCH,
+                    problem_statement="median() is wrong for lists of even length")
+    with DockerSandbox(toy_env.image, client=client) as sb:
+        return validate_task(sb, task)

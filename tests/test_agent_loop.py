@@ -10,16 +10,7 @@ from conftest import GOLD_PATCH, TEST_PATCH
 
 from swelego.agent import OraclePolicy, Policy, Trajectory, run_episode
 from swelego.agent.oracle import parse_patch
-from swelego.harness import new_task, validate_task
 from swelego.sandbox import DockerSandbox
-
-
-@pytest.fixture(scope="module")
-def toy_task(toy_env, client):
-    task = new_task(toy_env, instance_id="toy__toycalc-agent", patch=GOLD_PATCH, test_patch=TEST_PATCH,
-                    problem_statement="median() returns the upper middle element for even-length lists")
-    with DockerSandbox(toy_env.image, client=client) as sb:
-        return validate_task(sb, task)
 
 
 @pytest.fixture

@@ -3,32 +3,21 @@ official swebench `run_evaluation` grading our rows unmodified."""
 
 from __future__ import annotations
 
-import pytest
 from conftest import GOLD_PATCH, TEST_PATCH
 
 from swelego.harness import (
     classify_tests,
     evaluate_official,
     make_eval_script,
-    new_task,
     parse_log,
     patch_files,
     run_eval,
     run_tests,
-    validate_task,
 )
 from swelego.sandbox import DockerSandbox
 
 WRONG_PATCH = GOLD_PATCH.replace("/ 2\n", "// 2\n")  # floor division: 2 instead of 2.5, 1 instead of 1.5
 EXPECTED_F2P = ["tests/test_even.py::test_median_even", "tests/test_even.py::test_median_param[xs0-1.5]"]
-
-
-@pytest.fixture(scope="module")
-def toy_task(toy_env, client):
-    task = new_task(toy_env, instance_id="toy__toycalc-1", patch=GOLD_PATCH, test_patch=TEST_PATCH,
-                    problem_statement="median() is wrong for lists of even length")
-    with DockerSandbox(toy_env.image, client=client) as sb:
-        return validate_task(sb, task)
 
 
 def test_parse_log_uses_swebench_parser():
