@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from swelego.errors import SwelegoError
+from swelego.harness import added_lines
 
 _BANNER = re.compile(r"^={3,} ?(.*?) ?={3,}$")
 _SECTION = re.compile(r"^_{3,} (.+?) _{3,}$")
@@ -144,10 +145,8 @@ def leak_reasons(statement: str, *, fix_patch: str, failing_tests: list[str]) ->
     """Why `statement` is unsafe to show a solver: fix lines, test names or diff syntax in it."""
     reasons: list[str] = []
     flat = " ".join(statement.split())
-    for line in fix_patch.splitlines():
-        if not line.startswith("+") or line.startswith("+++"):
-            continue
-        added = " ".join(line[1:].split())
+    for line in added_lines(fix_patch):
+        added = " ".join(line.split())
         if len(added.replace(" ", "")) >= 8 and added not in _TRIVIAL and added in flat:
             reasons.append(f"contains a line of the fix: {added!r}")
     for test in failing_tests:

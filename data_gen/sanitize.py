@@ -13,18 +13,17 @@ import shlex
 
 import docker
 from swelego.errors import SwelegoError
-from swelego.harness import apply_patch, patch_files
+from swelego.harness import added_lines, apply_patch, patch_files
 from swelego.sandbox import DockerSandbox
-from swelego.sandbox.sources import GIT_EXCLUDES
+from swelego.sandbox.sources import FIXED_GIT_DATE, GIT_EXCLUDES
 from swelego.schema import TaskInstance
 
-_FIXED_DATE = "2000-01-01T00:00:00+0000"
 # Start anew from the buggy working tree. Bytecode of the original code would leak it too.
 _REINIT = (
     "set -e; cd /testbed; find . -name __pycache__ -type d -prune -exec rm -rf {} +; rm -rf .git; "
     "git init -q -b main; printf '%s\\n' " + " ".join(shlex.quote(x) for x in GIT_EXCLUDES)
     + " > .git/info/exclude; git add -A; "
-    f"GIT_AUTHOR_DATE={_FIXED_DATE} GIT_COMMITTER_DATE={_FIXED_DATE} "
+    f"GIT_AUTHOR_DATE={FIXED_GIT_DATE} GIT_COMMITTER_DATE={FIXED_GIT_DATE} "
     "git -c user.name=swelego -c user.email=swelego@localhost commit -q --no-verify -m 'Initial commit'; "
     "git reflog expire --expire=now --all; git gc -q --prune=now; git rev-parse HEAD"
 )
@@ -95,13 +94,7 @@ print("AUDIT-JSON " + json.dumps(problems))
 
 
 def _fix_lines(fix_patch: str) -> list[str]:
-    out = []
-    for line in fix_patch.splitlines():
-        if line.startswith("+") and not line.startswith("+++"):
-            s = line[1:].strip()
-            if len(s.replace(" ", "")) >= 8:
-                out.append(s)
-    return out
+    return [s for s in added_lines(fix_patch) if len(s.replace(" ", "")) >= 8]
 
 
 def audit_task(task: TaskInstance, *, client: docker.DockerClient) -> list[str]:

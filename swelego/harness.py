@@ -84,6 +84,11 @@ def patch_files(patch: str) -> list[str]:
     return out
 
 
+def added_lines(patch: str) -> list[str]:
+    """The lines a unified diff adds, without the leading '+' and stripped."""
+    return [ln[1:].strip() for ln in patch.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+
+
 def make_eval_script(*, base_commit: str, test_cmd: str, test_patch: str = "",
                      test_files: list[str] | None = None, workdir: str = "/testbed") -> str:
     """An eval.sh in swebench's shape: reset the test files, apply the test patch, run the

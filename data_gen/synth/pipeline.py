@@ -31,7 +31,7 @@ from data_gen.synth.candidates import (
 from data_gen.validate import Baseline, CoverageMap, coverage_map, stable_baseline, validate_patch
 from swelego.errors import SwelegoError
 from swelego.harness import apply_patch, make_eval_script
-from swelego.llm import LLMConfig, client_from_options
+from swelego.llm import client_from_options
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.images import build_env_image
 from swelego.schema import TaskInstance
@@ -311,4 +311,4 @@ def report_dict(reports: list[RepoReport], errors: dict[str, str]) -> dict:
                                                   for rep in reports], "errors": errors}
 
 
-__all__ = ["STRATEGIES", "SynthConfig", "synthesize_repo", "funnel", "collect_rows", "report_dict", "LLMConfig"]
+__all__ = ["STRATEGIES", "SynthConfig", "synthesize_repo", "funnel", "collect_rows", "report_dict"]

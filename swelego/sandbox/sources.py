@@ -26,13 +26,14 @@ _PYPI_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 GIT_EXCLUDES = ["*.egg-info/", "__pycache__/", "*.py[cod]", ".pytest_cache/", ".eggs/", "build/", ".coverage", "*.so"]
 # Fixed identity and dates make the commit of an unchanged tree byte-identical, so image
 # tags derived from it are stable across builds and machines.
+FIXED_GIT_DATE = "2000-01-01T00:00:00+0000"
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "swelego",
     "GIT_AUTHOR_EMAIL": "swelego@localhost",
     "GIT_COMMITTER_NAME": "swelego",
     "GIT_COMMITTER_EMAIL": "swelego@localhost",
-    "GIT_AUTHOR_DATE": "2000-01-01T00:00:00+0000",
-    "GIT_COMMITTER_DATE": "2000-01-01T00:00:00+0000",
+    "GIT_AUTHOR_DATE": FIXED_GIT_DATE,
+    "GIT_COMMITTER_DATE": FIXED_GIT_DATE,
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_TERMINAL_PROMPT": "0",
 }
