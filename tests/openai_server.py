@@ -15,9 +15,19 @@ import pytest
 Scripted = str | dict[str, Any]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that timed out on purpose closes its socket mid-reply; that is not a failure.
+        pass
+
+
 class OpenAIServer:
     """`responses` are strings (content), `{"status": 429, "headers": {...}}` errors, or
-    `{"delay": s, "content": ...}`; once they run out, `responder(request_json)` answers."""
+    messages `{"delay": s, "content": ..., "tool_calls": [...], "logprobs": {...}}` (every key
+    optional; `logprobs` is the choice's logprobs object); once they run out,
+    `responder(request_json)` answers with either form."""
 
     def __init__(
         self, responses: list[Scripted] | None = None, responder: Callable[[dict], str] | None = None
@@ -26,8 +36,7 @@ class OpenAIServer:
         self.responder = responder
         self.requests: list[dict] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         # A short poll interval keeps fixture teardown fast.
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
@@ -82,25 +91,35 @@ class OpenAIServer:
                     error = {"message": reply.get("message", "scripted error"), "type": "server_error"}
                     self._send(reply["status"], {"error": error}, reply.get("headers"))
                     return
-                if isinstance(reply, dict):
-                    time.sleep(reply.get("delay", 0))
-                    reply = reply.get("content", "")
+                if isinstance(reply, str):
+                    reply = {"content": reply}
+                time.sleep(reply.get("delay", 0))
                 self._send(200, _completion(request, reply))
 
         return Handler
 
 
-def _completion(request: dict, content: str) -> dict:
+def _completion(request: dict, reply: dict) -> dict:
+    content = reply.get("content", "")
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
+    if reply.get("tool_calls"):
+        message["tool_calls"] = [
+            {"id": c.get("id", f"call_{i}"), "type": "function",
+             "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
+            for i, c in enumerate(reply["tool_calls"])
+        ]
+        choice["finish_reason"] = "tool_calls"
+    if "logprobs" in reply:
+        choice["logprobs"] = reply["logprobs"]
     prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
-    completion = len(content.split())
+    completion = len((content or "").split())
     return {
         "id": f"chatcmpl-test-{time.monotonic_ns()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model", "test-model"),
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [choice],
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
