@@ -129,6 +129,129 @@ def _print_funnel(summary: dict, out_path: Path) -> None:
     out.print(f"{summary['kept_rows']} task(s) in {out_path}/dataset and {out_path}/tasks.jsonl")
 
 
+@data.command("rollout")
+@click.argument("dataset", type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--policy", type=click.Choice(["oracle", "openai"]), default="oracle", show_default=True,
+              help="openai: an OpenAI-compatible endpoint; oracle: replays the gold patch through the tools "
+                   "(demos and smoke tests, never model output).")
+@click.option("--base-url", default=None, help="Endpoint root for --policy openai, e.g. http://localhost:8000/v1.")
+@click.option("--model", default=None, help="Model name served at --base-url.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the key.")
+@click.option("--tool-format", type=click.Choice(["native", "openhands"]), default="native", show_default=True,
+              help="native tool calls (text <function=…>/<tool_call> calls are parsed too), or OpenHands text calls.")
+@click.option("--samples-per-task", "samples", default=1, show_default=True, help="Episodes per task (k).")
+@click.option("--workers", default=1, show_default=True, help="Episodes at once (local executor).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. auto); default: start a local one.")
+@click.option("--max-turns", default=100, show_default=True, help="Assistant turns per episode.")
+@click.option("--max-context-tokens", default=None, type=int, help="Stop an episode past this prompt size.")
+@click.option("--command-timeout", default=120.0, show_default=True, help="Default seconds per shell command.")
+@click.option("--temperature", default=0.7, show_default=True)
+@click.option("--top-p", default=None, type=float)
+@click.option("--max-tokens", default=4096, show_default=True, help="Completion tokens per turn.")
+@click.option("--noise", default=0.0, show_default=True,
+              help="Oracle only: probability that a gold hunk becomes a corrupted edit.")
+@click.option("--seed", default=0, show_default=True, help="Base seed; each sample derives its own.")
+@click.option("--no-grade", is_flag=True, help="Do not grade final patches with the hidden tests.")
+def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_format, samples, workers, executor,
+                ray_address, max_turns, max_context_tokens, command_timeout, temperature, top_p, max_tokens,
+                noise, seed, no_grade):
+    """Run a policy on every task of DATASET, k samples each, one sandbox per episode.
+
+    DATASET is a task dataset (directory from `data synth`/`data validate`, or a JSONL of
+    swebench rows). Writes OUT/trajectories.jsonl (one trajectory per line), OUT/errors.jsonl
+    and OUT/summary.json. Rerunning the same command skips finished samples.
+    """
+    from data_gen.rollout import RolloutConfig, policy_label, rollout
+    from swelego.schema import load_dataset
+
+    cfg = RolloutConfig(out=str(Path(out_dir).resolve()), policy=policy, samples=samples, workers=workers,
+                        executor=executor, ray_address=ray_address, max_turns=max_turns,
+                        max_context_tokens=max_context_tokens, command_timeout=command_timeout,
+                        grade=not no_grade, noise=noise, seed=seed, base_url=base_url, model=model,
+                        api_key_env=api_key_env, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                        tool_format=tool_format)
+    cfg.validate()
+    tasks = load_dataset(dataset)
+    if not tasks:
+        raise click.UsageError(f"{dataset} holds no tasks")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=err, transient=False) as progress:
+        bar = progress.add_task("episodes", total=None, rate="")
+
+        def on_start(s):
+            progress.update(bar, total=s.planned - s.skipped)
+            if s.skipped:
+                err.print(f"resuming: {s.skipped}/{s.planned} samples already done")
+
+        def on_result(traj, error, s):
+            if error:
+                err.print(f"[red]✗[/] {escape(error)}", highlight=False)
+            done = s.ran
+            rate = f"resolved {s.resolved}/{done} ({100 * s.resolved / done:.0f}%)" if done else ""
+            progress.update(bar, advance=1, rate=rate)
+
+        summary = rollout(tasks, cfg, on_result=on_result, on_start=on_start)
+    from data_gen.rollout import load_trajectories
+
+    t = Table(title=f"rollout ({policy_label(load_trajectories(cfg.out))})")
+    for col in ("tasks", "samples", "ran now", "failed", "trajectories", "resolved", "semi-resolved",
+                "mean turns", "seconds"):
+        t.add_column(col, justify="right")
+    n = max(1, summary.trajectories)
+    t.add_row(str(summary.tasks), str(summary.planned), str(summary.ran), str(summary.failed),
+              str(summary.trajectories), f"{summary.resolved} ({100 * summary.resolved / n:.0f}%)",
+              f"{summary.semi_resolved} ({100 * summary.semi_resolved / n:.0f}%)", f"{summary.mean_turns:.1f}",
+              f"{summary.seconds:.0f}")
+    out.print(t)
+    out.print("exit reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.exit_reasons.items())))
+    out.print(f"trajectories in {cfg.out}/trajectories.jsonl")
+    if summary.failed and not summary.trajectories:
+        sys.exit(1)
+
+
+@data.command("filter")
+@click.argument("trajectories", type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--keep", default="resolved", show_default=True,
+              help="Comma list of outcomes to keep: resolved, semi_resolved, unresolved.")
+@click.option("--max-turns", default=None, type=int, help="Drop episodes with more assistant turns.")
+@click.option("--max-tokens", default=None, type=int, help="Drop episodes longer than this (characters / 4).")
+@click.option("--allow-git-mining", is_flag=True, help="Keep episodes that searched git history for the fix.")
+def filter_cmd(trajectories, out_dir, keep, max_turns, max_tokens, allow_git_mining):
+    """Keep the trajectories worth training on and count why the others were dropped.
+
+    TRAJECTORIES is a JSONL file or a rollout directory. Writes OUT/kept.jsonl, one file per
+    kept outcome (resolved.jsonl, semi_resolved.jsonl), OUT/dropped.jsonl (with the reason) and
+    OUT/report.json.
+    """
+    from data_gen.filter import OUTCOMES, FilterConfig, filter_trajectories, write_filtered
+    from data_gen.rollout import load_trajectories
+
+    chosen = tuple(k.strip() for k in keep.split(",") if k.strip())
+    bad = [k for k in chosen if k not in OUTCOMES]
+    if bad or not chosen:
+        raise click.BadParameter(f"unknown outcome {', '.join(bad)} (choose from {', '.join(OUTCOMES)})",
+                                 param_hint="--keep")
+    cfg = FilterConfig(keep=chosen, max_turns=max_turns, max_tokens=max_tokens,
+                       drop_git_mining=not allow_git_mining)
+    res = filter_trajectories(load_trajectories(trajectories), cfg)
+    report = write_filtered(res, out_dir, cfg)
+    t = Table(title="filter")
+    t.add_column("")
+    t.add_column("trajectories", justify="right")
+    t.add_row("input", str(report["input"]))
+    for o, n in report["kept_by_outcome"].items():
+        if o in chosen:
+            t.add_row(f"kept: {o}", str(n))
+    for reason, n in report["dropped"].items():
+        t.add_row(f"dropped: {reason}", str(n))
+    t.add_row("[bold]kept", f"[bold]{report['kept']}")
+    out.print(t)
+    out.print(f"kept trajectories in {Path(out_dir)}/kept.jsonl")
+
+
 @data.command("audit")
 @click.argument("dataset", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per row on stdout.")
@@ -163,3 +286,9 @@ def audit(dataset, as_json):
     (err if leaks or as_json else out).print(msg if not leaks else f"[red]{msg}: {leaks} leak(s)[/]")
     if leaks:
         sys.exit(1)
+
+
+from data_gen.convert import export_cmd, import_cmd  # noqa: E402
+
+data.add_command(export_cmd)
+data.add_command(import_cmd)

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 
 def run_tasks(fn: Callable[..., Any], items: list[Any], *, executor: str = "local",
-              ray_address: str | None = None, num_cpus: float = 1.0) -> Iterator[tuple[Any, Any]]:
+              ray_address: str | None = None, num_cpus: float = 1.0,
+              workers: int = 1) -> Iterator[tuple[Any, Any]]:
     """Yield (item, result or exception) as items finish. An exception in one item is
-    returned, not raised, so the rest of the batch continues."""
+    returned, not raised, so the rest of the batch continues. Locally, `workers` threads
+    run items at once (the work is mostly waiting on containers or endpoints); with Ray,
+    the cluster's CPUs decide."""
     if executor == "local":
-        for item in items:
+        if workers <= 1:
+            for item in items:
+                try:
+                    yield item, fn(item)
+                except Exception as e:  # noqa: BLE001 - reported per item by the caller
+                    yield item, e
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(fn, item): item for item in items}
             try:
-                yield item, fn(item)
-            except Exception as e:  # noqa: BLE001 - reported per item by the caller
-                yield item, e
+                for fut in as_completed(futures):
+                    exc = fut.exception()
+                    yield futures[fut], exc if exc is not None else fut.result()
+            finally:
+                for fut in futures:
+                    fut.cancel()
         return
     if executor != "ray":
         raise ValueError(f"unknown executor {executor!r} (local or ray)")

@@ -54,6 +54,14 @@ class LLMClient:
 
     def complete(self, messages: list[dict], **overrides: Any) -> str:
         """The first choice's text for `messages`; `overrides` replace config sampling fields per call."""
+        message, _ = self.chat(messages, **overrides)
+        return message.get("content") or ""
+
+    def chat(self, messages: list[dict], **overrides: Any) -> tuple[dict, dict]:
+        """The first choice's message (a plain dict; `tool_calls` when the endpoint returned
+        native calls) and this call's usage `{prompt_tokens, completion_tokens}`.
+        `overrides` are request fields (temperature, top_p, tools, stop, logprobs, ...);
+        None values are left out."""
         params: dict[str, Any] = {
             "model": self.config.model,
             "temperature": self.config.temperature,
@@ -73,12 +81,19 @@ class LLMClient:
                 f"(up to {self.config.max_retries} retries): {type(exc).__name__}: {detail}"
             ) from exc
         usage = getattr(response, "usage", None)
+        counts = {"prompt_tokens": 0, "completion_tokens": 0}
         if usage is not None:
-            self.prompt_tokens += usage.prompt_tokens or 0
-            self.completion_tokens += usage.completion_tokens or 0
+            counts = {"prompt_tokens": usage.prompt_tokens or 0, "completion_tokens": usage.completion_tokens or 0}
+            self.prompt_tokens += counts["prompt_tokens"]
+            self.completion_tokens += counts["completion_tokens"]
         if not response.choices:
-            return ""
-        return response.choices[0].message.content or ""
+            return {"role": "assistant", "content": ""}, counts
+        choice = response.choices[0]
+        message = choice.message.model_dump(exclude_none=True)
+        message["role"] = "assistant"
+        if getattr(choice, "logprobs", None) is not None:
+            message["logprobs"] = choice.logprobs.model_dump(exclude_none=True)
+        return message, counts
 
 
 def client_from_options(

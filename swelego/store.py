@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 
 class ResultStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, key_of: Callable[[dict[str, Any]], str] | None = None):
         self.path = Path(path)
+        self.key_of = key_of
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
@@ -33,7 +34,10 @@ class ResultStore:
                 break  # torn write from a killed process
             try:
                 rec = json.loads(line)
-                self._records[rec["key"]] = rec["value"]
+                if self.key_of is not None:
+                    self._records[self.key_of(rec)] = rec
+                else:
+                    self._records[rec["key"]] = rec["value"]
             except (ValueError, KeyError):
                 break
             good += len(line)
@@ -48,7 +52,12 @@ class ResultStore:
         return self._records.get(key)
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        line = json.dumps({"key": key, "value": value}, ensure_ascii=False, sort_keys=True) + "\n"
+        if self.key_of is not None:
+            if self.key_of(value) != key:
+                raise ValueError(f"record key {self.key_of(value)!r} does not match {key!r}")
+            line = json.dumps(value, ensure_ascii=False) + "\n"
+        else:
+            line = json.dumps({"key": key, "value": value}, ensure_ascii=False, sort_keys=True) + "\n"
         with self._lock:
             self._fh.write(line)
             self._fh.flush()

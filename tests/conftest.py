@@ -15,6 +15,7 @@ from swelego.sandbox.images import build_env_image, ensure_base_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from harness_quickstart import GOLD_PATCH, TEST_PATCH, make_toy_repo  # noqa: E402
+from openai_server import openai_server  # noqa: E402, F401 - the loopback LLM endpoint, for every test
 
 # Per session, so that two test sessions on one engine never remove each other's images.
 TEST_NS = f"swelego-test-{os.getpid()}"

@@ -39,6 +39,10 @@ NUDGE = (
     "(Your last message contained no tool call.)"
 )
 SKIPPED = "Not executed: finish was already called in this message."
+MALFORMED = (
+    "ERROR: your tool call could not be parsed, so nothing was run: {errors}\n"
+    "Write the call again in the expected format."
+)
 
 # Drop every trace of history other than the checked-out commit: remotes, other branches,
 # tags, stashes and reflogs.
@@ -83,13 +87,23 @@ def compute_patch(sandbox, base_commit: str, workdir: str = "/testbed") -> str:
     return sandbox.read_file(out).decode("utf-8", errors="replace")
 
 
-def _as_message(reply) -> dict:
+def _as_message(reply) -> tuple[dict, list[str]]:
+    """The policy's reply as a transcript message, and the parse errors it reported."""
     if not isinstance(reply, dict):
         raise TypeError(f"policy returned {type(reply).__name__}, expected a message dict")
     msg = normalize_tool_calls(reply)
+    errors = [str(e) for e in msg.pop("parse_errors", None) or []]
+    msg.pop("logprobs", None)
     msg["role"] = "assistant"
     msg.setdefault("content", None)
-    return msg
+    return msg, errors
+
+
+def _context_tokens(policy, messages: list[dict]) -> int:
+    """The prompt size of the last request: as the endpoint reported it, else estimated
+    (four characters a token)."""
+    reported = getattr(policy, "last_prompt_tokens", 0) or 0
+    return reported or sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or "")) for m in messages) // 4
 
 
 def run_episode(
@@ -104,8 +118,12 @@ def run_episode(
     model: str = "",
     sampling: dict | None = None,
     toolbox: ToolBox | None = None,
+    max_context_tokens: int | None = None,
 ) -> Trajectory:
-    """Run one episode of `policy` on `task` in a started sandbox of the task's image."""
+    """Run one episode of `policy` on `task` in a started sandbox of the task's image.
+
+    The episode ends when the policy calls finish, after `max_turns` assistant messages, or
+    (exit reason "context") once the prompt exceeds `max_context_tokens`."""
     tools = toolbox or ToolBox(sandbox)
     schemas = list(TOOL_SCHEMAS)
     traj = Trajectory(
@@ -125,9 +143,14 @@ def run_episode(
     try:
         while traj.turns < max_turns:
             traj.turns += 1
-            msg = _as_message(policy.next_message(traj.messages, schemas))
+            msg, parse_errors = _as_message(policy.next_message(traj.messages, schemas))
             traj.messages.append(msg)
+            at = len(traj.messages) - 1
             calls = msg.get("tool_calls") or []
+            if parse_errors and not calls:
+                traj.messages.append({"role": "user", "content": MALFORMED.format(errors="; ".join(parse_errors))})
+                traj.steps.append(Step(tool="", error=True, error_kind="malformed_call", message_index=at))
+                continue
             if not calls:
                 traj.messages.append({"role": "user", "content": NUDGE})
                 continue
@@ -136,21 +159,25 @@ def run_episode(
                 fn = call["function"]
                 if finished:
                     traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": SKIPPED})
-                    traj.steps.append(Step(tool=fn["name"], error=True, error_kind="skipped"))
+                    traj.steps.append(Step(tool=fn["name"], error=True, error_kind="skipped", message_index=at))
                     continue
                 res = tools.execute(fn["name"], fn["arguments"])
                 traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": res.output})
                 traj.steps.append(Step(tool=fn["name"], exit_code=res.exit_code, error=res.error,
                                        error_kind=res.error_kind, duration=res.duration,
-                                       truncated=res.truncated))
+                                       truncated=res.truncated, message_index=at))
                 finished = finished or res.finished
             if finished:
                 exit_reason = "finish"
+                break
+            if max_context_tokens and _context_tokens(policy, traj.messages) > max_context_tokens:
+                exit_reason = "context"
                 break
     except Exception as e:  # a policy or sandbox failure ends the episode, recorded
         exit_reason = "error"
         traj.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
     traj.exit_reason = exit_reason
+    traj.usage = dict(getattr(policy, "usage", None) or {})
     patched = True
     try:
         traj.patch = compute_patch(sandbox, task.base_commit)

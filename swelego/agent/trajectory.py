@@ -11,12 +11,16 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-EXIT_REASONS = ("finish", "max_turns", "error")
+EXIT_REASONS = ("finish", "max_turns", "context", "error")
 
 
 @dataclass
 class Step:
-    """Statistics of one tool call (the observation itself lives in `messages`)."""
+    """Statistics of one tool call (the observation itself lives in `messages`).
+
+    `message_index` is the index in `Trajectory.messages` of the assistant message that made
+    the call. A message whose call could not be parsed gets one step with tool "" and
+    error_kind "malformed_call"."""
 
     tool: str
     exit_code: int | None = None
@@ -24,6 +28,7 @@ class Step:
     error_kind: str | None = None
     duration: float = 0.0
     truncated: bool = False
+    message_index: int | None = None
 
 
 def arguments_as_string(arguments: Any) -> str:
@@ -71,6 +76,7 @@ class Trajectory:
     sampling: dict = field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
+    usage: dict = field(default_factory=dict)  # token counts the endpoint reported
     turns: int = 0
     exit_reason: str = "error"
     error: str = ""  # what went wrong when exit_reason is "error"

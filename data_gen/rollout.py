@@ -1,0 +1,270 @@
+"""Rollouts: run a policy on every task of a dataset, k samples each, one fresh sandbox per
+episode, and record the trajectories.
+
+Output directory layout:
+- ``trajectories.jsonl``: one `Trajectory` JSON per line, the sample index in
+  ``sampling["sample"]``. Lines are appended and fsynced as episodes finish, so a killed
+  run loses only the episodes in flight; a rerun skips every (instance, sample) already
+  there and never writes one twice.
+- ``errors.jsonl``: episodes that could not run (missing image, endpoint down, ...), one line
+  each with the reason; they are retried on the next run.
+- ``summary.json``: the counts printed at the end.
+
+Containers left by a killed driver are removed when the next run starts (they carry the
+driver's pid; see `swelego.sandbox.docker.gc_containers`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swelego.agent import OraclePolicy, run_episode
+from swelego.agent.tools import ToolBox
+from swelego.schema import TaskInstance
+from swelego.store import ResultStore
+
+POLICIES = ("oracle", "openai")
+
+
+@dataclass
+class RolloutConfig:
+    """How to roll out a dataset.
+
+    out: output directory (see the module docstring for its files).
+    policy: "oracle" (solves from the gold patch; for demos and smoke tests, labelled as such)
+        or "openai" (an OpenAI-compatible endpoint).
+    samples: episodes per task (k); sample i of a task is independent of the others.
+    workers: episodes running at once on this machine (local executor).
+    executor / ray_address: "local" threads, or Ray tasks on a cluster.
+    max_turns: assistant messages per episode before it is stopped (SWE-Lego: 100).
+    max_context_tokens: stop an episode once its prompt exceeds this many tokens (None: no limit).
+    command_timeout: default seconds for one execute_bash call; max_observation: characters of a
+        tool result kept (head and tail).
+    memory / cpus / pids: sandbox limits per episode.
+    grade: grade each final patch with the task's hidden tests (resolved / semi_resolved).
+    noise: oracle only, probability that a gold hunk is replaced by a corrupted edit.
+    seed: base seed; sample i of a task gets a seed derived from (seed, instance, i).
+    base_url / model / api_key_env / temperature / top_p / max_tokens / tool_format: the
+        endpoint and sampling for the openai policy.
+    """
+
+    out: str
+    policy: str = "oracle"
+    samples: int = 1
+    workers: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    max_turns: int = 100
+    max_context_tokens: int | None = None
+    command_timeout: float = 120.0
+    max_observation: int = 30_000
+    memory: str = "2g"
+    cpus: float = 1.0
+    pids: int = 512
+    grade: bool = True
+    noise: float = 0.0
+    seed: int = 0
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.7
+    top_p: float | None = None
+    max_tokens: int = 4096
+    tool_format: str = "native"
+
+    def validate(self) -> None:
+        from swelego.errors import SwelegoError
+
+        if self.policy not in POLICIES:
+            raise SwelegoError(f"unknown policy {self.policy!r} (one of {', '.join(POLICIES)})")
+        if self.policy == "openai" and not (self.base_url and self.model):
+            raise SwelegoError("--policy openai needs --base-url and --model")
+        if self.samples < 1:
+            raise SwelegoError("--samples-per-task must be at least 1")
+
+
+@dataclass
+class RolloutSummary:
+    tasks: int = 0
+    planned: int = 0
+    skipped: int = 0  # already on disk from an earlier run
+    ran: int = 0
+    failed: int = 0
+    resolved: int = 0  # over all trajectories on disk
+    semi_resolved: int = 0
+    trajectories: int = 0
+    exit_reasons: dict[str, int] = field(default_factory=dict)
+    mean_turns: float = 0.0
+    seconds: float = 0.0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_key(instance_id: str, sample: int) -> str:
+    return f"{instance_id}#{sample}"
+
+
+def trajectory_key(record: dict) -> str:
+    return sample_key(record["instance_id"], int((record.get("sampling") or {}).get("sample", 0)))
+
+
+def trajectory_store(out: str | Path) -> ResultStore:
+    return ResultStore(Path(out) / "trajectories.jsonl", key_of=trajectory_key)
+
+
+def sample_seed(seed: int, instance_id: str, sample: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{instance_id}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def make_policy(cfg: RolloutConfig, task: TaskInstance, sample: int):
+    seed = sample_seed(cfg.seed, task.instance_id, sample)
+    if cfg.policy == "oracle":
+        return OraclePolicy(task, noise=cfg.noise, seed=seed)
+    from swelego.agent.openai_policy import OpenAIPolicy, SamplingParams
+
+    return OpenAIPolicy(
+        cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, tool_format=cfg.tool_format,
+        sampling=SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed),
+    )
+
+
+def run_sample(item: tuple[dict, int], cfg: RolloutConfig) -> dict:
+    """One episode of `cfg.policy` on a task row; returns the trajectory as a dict."""
+    from swelego.sandbox import DockerSandbox, SandboxLimits
+
+    row, sample = item
+    task = TaskInstance.from_row(row)
+    policy = make_policy(cfg, task, sample)
+    limits = SandboxLimits(memory=cfg.memory, cpus=cfg.cpus, pids=cfg.pids,
+                           exec_timeout=max(600.0, cfg.command_timeout * 2))
+    with DockerSandbox(task.image, limits=limits, labels={"swelego.rollout": task.instance_id}) as sb:
+        tools = ToolBox(sb, command_timeout=cfg.command_timeout, max_observation=cfg.max_observation)
+        traj = run_episode(task, sb, policy, max_turns=cfg.max_turns, grade=cfg.grade, toolbox=tools,
+                           max_context_tokens=cfg.max_context_tokens)
+    traj.sampling = {**traj.sampling, "sample": sample, "seed": policy_seed(policy)}
+    if cfg.policy == "oracle":
+        traj.sampling["noise"] = cfg.noise
+    return traj.to_dict()
+
+
+def policy_seed(policy) -> int | None:
+    return getattr(policy, "seed", None) or getattr(getattr(policy, "params", None), "seed", None)
+
+
+def rollout(tasks: list[TaskInstance], cfg: RolloutConfig,
+            on_result: Callable[[dict | None, str | None, RolloutSummary], None] | None = None,
+            on_start: Callable[[RolloutSummary], None] | None = None) -> RolloutSummary:
+    """Roll out `cfg.samples` episodes per task into `cfg.out`, skipping finished ones.
+
+    `on_start(summary)` is called once the plan is known; `on_result(trajectory, error, summary)`
+    after each episode (trajectory None and error set when it could not run)."""
+    from functools import partial
+
+    from swelego.executor import run_tasks
+    from swelego.sandbox.docker import gc_containers
+
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rollout_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    try:
+        gc_containers()  # what a killed earlier run left behind
+    except Exception:  # noqa: BLE001 - no engine: the episodes will say so one by one
+        pass
+    t0 = time.monotonic()
+    summary = RolloutSummary(tasks=len(tasks))
+    store = trajectory_store(out)
+    ids = [t.instance_id for t in tasks]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate instance ids in the dataset: {', '.join(dup[:5])}")
+    todo: list[tuple[dict, int]] = []
+    for task in tasks:
+        for s in range(cfg.samples):
+            summary.planned += 1
+            if store.has(sample_key(task.instance_id, s)):
+                summary.skipped += 1
+            else:
+                todo.append((task.to_row(), s))
+    if on_start:
+        on_start(summary)
+    wanted = {sample_key(i, s) for i in ids for s in range(cfg.samples)}
+    errors_path = out / "errors.jsonl"
+    try:
+        work = partial(run_sample, cfg=cfg)
+        for (row, s), result in run_tasks(work, todo, executor=cfg.executor, ray_address=cfg.ray_address,
+                                          workers=cfg.workers):
+            key = sample_key(row["instance_id"], s)
+            if isinstance(result, BaseException):
+                summary.failed += 1
+                reason = str(result).strip().splitlines()[0][:300] if str(result).strip() else type(result).__name__
+                summary.errors[key] = reason
+                with errors_path.open("a") as f:
+                    f.write(json.dumps({"key": key, "error": reason, "at": time.time()}) + "\n")
+                if on_result:
+                    on_result(None, reason, summary)
+                continue
+            store.put(key, result)
+            summary.ran += 1
+            _tally(summary, [result])
+            if on_result:
+                on_result(result, None, summary)
+    finally:
+        store.close()
+    done = [rec for key, rec in trajectory_store(out) if key in wanted]
+    summary.resolved = summary.semi_resolved = 0
+    summary.exit_reasons = {}
+    _tally(summary, done)
+    summary.trajectories = len(done)
+    summary.mean_turns = round(sum(r.get("turns", 0) for r in done) / max(1, len(done)), 2)
+    summary.seconds = round(time.monotonic() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary
+
+
+def _tally(summary: RolloutSummary, records: list[dict]) -> None:
+    for r in records:
+        summary.resolved += bool(r.get("resolved"))
+        summary.semi_resolved += bool(r.get("semi_resolved"))
+        reason = r.get("exit_reason", "error")
+        summary.exit_reasons[reason] = summary.exit_reasons.get(reason, 0) + 1
+
+
+def load_trajectories(path: str | Path) -> list[dict]:
+    """Trajectory records from a JSONL file or a rollout directory (torn last line ignored)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "trajectories.jsonl"
+    if not p.exists():
+        from swelego.errors import SwelegoError
+
+        raise SwelegoError(f"no trajectories at {path} (expected a JSONL file or a rollout directory)")
+    records = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn line from a killed writer
+    return records
+
+
+def policy_label(records: list[dict]) -> str:
+    """The policies behind `records`, as reports must name them (oracle runs are not model output)."""
+    names = sorted({(r.get("policy") or "?") + (f" ({r['model']})" if r.get("model") not in (None, "", r.get("policy")) else "") for r in records})
+    return ", ".join(names) or "none"
+
+
+def describe(cfg: RolloutConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(cfg).items() if v is not None}

@@ -1,0 +1,132 @@
+"""OpenAIPolicy: the agent's next move from any OpenAI-compatible chat endpoint (vLLM, SGLang,
+hosted APIs).
+
+Two ways of calling tools are supported, chosen with `tool_format`:
+
+- ``native``: the request carries the tool schemas and the endpoint returns structured
+  `tool_calls`. Servers that run a model without a tool-call parser hand back the raw text
+  instead; calls written there in the OpenHands (`<function=...>`) or Qwen
+  (`<tool_call>{...}</tool_call>`) form are parsed from the content, so one setting covers both.
+- ``openhands``: the mock function-calling format that SWE-Lego's teacher and students used.
+  No schemas go to the endpoint; the system prompt lists the tools, earlier calls are shown as
+  text, tool results come back as "EXECUTION RESULT of [tool]:" user turns, and generation
+  stops at ``</function``.
+
+Either way the policy returns a message in the scaffold's own form (structured `tool_calls`,
+arguments as JSON strings), so trajectories do not depend on the wire format. A call that
+cannot be parsed is returned under `parse_errors`; the loop shows the model an error
+observation and records the step as failed. Retries on 429, 5xx, connection errors and
+timeouts happen in the OpenAI SDK with exponential backoff (`max_retries`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from swelego.llm import LLMClient, LLMConfig
+
+TOOL_FORMATS = ("native", "openhands")
+
+
+@dataclass
+class SamplingParams:
+    """Sampling settings sent with every request of an episode.
+
+    temperature / top_p: nucleus sampling; max_tokens: completion cap per turn;
+    seed: forwarded to endpoints that honour it (None: unseeded).
+    """
+
+    temperature: float = 0.7
+    top_p: float | None = None
+    max_tokens: int = 4096
+    seed: int | None = None
+
+
+class OpenAIPolicy:
+    """A policy backed by a chat-completions endpoint; one instance per episode (it keeps
+    the episode's token counts)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        sampling: SamplingParams | None = None,
+        tool_format: str = "native",
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 300.0,
+        max_retries: int = 6,
+    ):
+        if tool_format not in TOOL_FORMATS:
+            raise ValueError(f"unknown tool format {tool_format!r} (one of {', '.join(TOOL_FORMATS)})")
+        self.model = model
+        self.tool_format = tool_format
+        self.params = sampling or SamplingParams()
+        self.sampling = {k: v for k, v in asdict(self.params).items() if v is not None}
+        self.sampling["tool_format"] = tool_format
+        self.client = LLMClient(LLMConfig(
+            base_url=base_url, model=model, api_key_env=api_key_env, temperature=self.params.temperature,
+            max_tokens=self.params.max_tokens, timeout=timeout, max_retries=max_retries, seed=self.params.seed,
+        ))
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self.last_prompt_tokens = 0
+
+    def _request(self, messages: list[dict], tools: list[dict]) -> tuple[list[dict], dict[str, Any]]:
+        extra: dict[str, Any] = {"top_p": self.params.top_p}
+        if self.tool_format == "native":
+            return [_wire_message(m) for m in messages], {**extra, "tools": tools}
+        from swelego.agent.formats import openhands_system_suffix, to_openhands_messages
+
+        wire = to_openhands_messages_from(messages, to_openhands_messages)
+        if wire and wire[0].get("role") == "system":
+            wire[0] = {"role": "system", "content": (wire[0].get("content") or "") + openhands_system_suffix(tools)}
+        return wire, {**extra, "stop": ["</function"]}
+
+    def next_message(self, messages: list[dict], tools: list[dict]) -> dict:
+        wire, extra = self._request(messages, tools)
+        reply, usage = self.client.chat(wire, **extra)
+        self.usage["requests"] += 1
+        self.usage["prompt_tokens"] += usage["prompt_tokens"]
+        self.usage["completion_tokens"] += usage["completion_tokens"]
+        self.last_prompt_tokens = usage["prompt_tokens"]
+        content = reply.get("content") or ""
+        calls = reply.get("tool_calls") or []
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = [
+                {"id": c.get("id") or f"call_{i}", "type": "function", "function": dict(c.get("function") or {})}
+                for i, c in enumerate(calls)
+            ]
+            return message
+        if self.tool_format == "openhands" and "<function=" in content and "</function>" not in content:
+            content += "</function>"  # generation stopped at the stop word
+        from swelego.agent.formats import parse_text_tool_calls
+
+        parsed = parse_text_tool_calls(content, [t["function"]["name"] for t in tools])
+        if parsed.tool_calls or parsed.errors:
+            # Keep the model's words; the calls live in `tool_calls` like native ones.
+            message["content"] = parsed.content
+            if parsed.tool_calls:
+                message["tool_calls"] = parsed.tool_calls
+            if parsed.errors:
+                message["parse_errors"] = list(parsed.errors)
+        return message
+
+
+def to_openhands_messages_from(messages: list[dict], convert) -> list[dict]:
+    """The transcript in OpenHands text form, via the formats module's converter."""
+    from swelego.agent.trajectory import Trajectory
+
+    return convert(Trajectory(instance_id="", messages=[dict(m) for m in messages]))
+
+
+def _wire_message(m: dict) -> dict:
+    """A transcript message as the chat API accepts it (scaffold-only keys dropped)."""
+    keep = {"role", "content", "tool_calls", "tool_call_id", "name"}
+    out = {k: v for k, v in m.items() if k in keep}
+    if out.get("role") == "assistant" and out.get("content") is None and not out.get("tool_calls"):
+        out["content"] = ""
+    return out
