@@ -34,6 +34,9 @@ demo: venv engine
 	$(BIN)/swelego env build $(DEMO_SOURCES) --run-tests
 	$(BIN)/swelego data synth $(SYNTH_SOURCES) --out $(DEMO_OUT)/synth --max-candidates 10 --workers 2
 	$(BIN)/swelego data audit $(DEMO_OUT)/synth/dataset
+	$(BIN)/swelego data rollout $(DEMO_OUT)/synth --policy oracle --noise 0.3 --samples-per-task 2 --workers 2 \
+		--out $(DEMO_OUT)/rollouts
+	$(BIN)/swelego data filter $(DEMO_OUT)/rollouts --keep resolved,semi_resolved --out $(DEMO_OUT)/trajectories
 
 lint: venv
 	$(BIN)/ruff check .
@@ -41,6 +44,7 @@ lint: venv
 benchmark: venv engine
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/validation.py
+	$(BIN)/python benchmarks/rollout.py
 
 clean-images: venv engine
 	$(BIN)/swelego sandbox gc --all
