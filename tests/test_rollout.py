@@ -251,3 +251,13 @@ def test_filter_counts_every_reason(tmp_path):
     assert {d["drop_reason"] for d in dropped} == {"error", "git_mining", "over_turns", "over_length", "not_kept"}
     bad = CliRunner().invoke(cli_main, ["data", "filter", str(path), "--out", str(tmp_path / "g"), "--keep", "nope"])
     assert bad.exit_code != 0 and "unknown outcome nope" in bad.output
+
+
+def test_rollout_on_ray(toy_dataset, tmp_path):
+    out = tmp_path / "ray"
+    res = subprocess.run([sys.executable, "-m", "swelego.cli", "data", "rollout", str(toy_dataset), "--out", str(out),
+                          "--samples-per-task", "2", "--executor", "ray"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    recs = load_trajectories(out)
+    assert sorted(r["sampling"]["sample"] for r in recs) == [0, 1] and all(r["resolved"] for r in recs)
