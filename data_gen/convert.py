@@ -1,0 +1,247 @@
+"""`swelego data export` / `swelego data import`: our trajectories to and from the formats
+other tools train on (LLaMA-Factory sharegpt with per-turn masks, OpenHands text calls) and
+the trajectory datasets others released (SWE-Lego, SWE-Gym / OpenHands).
+
+Reading is record by record: a record that does not convert is reported on one line and the
+rest go on. Output streams into a temporary file that is renamed into place at the end, so an
+interrupted run never leaves half a dataset behind (rerunning simply redoes the conversion,
+a few hundred to a thousand trajectories a second).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from swelego.errors import SwelegoError
+
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+EXPORT_FORMATS = ("sharegpt", "openhands")
+IMPORT_FORMATS = ("swe-lego", "openhands")
+
+
+def _input_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        main = path / "trajectories.jsonl"  # what `swelego data rollout --out DIR` writes
+        return [main] if main.exists() else sorted(path.rglob("*.jsonl"))
+    return [path]
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """(where, record) for every record of a JSONL, JSON (an array or one object) or parquet
+    file, or of a rollout directory. A line that is not JSON yields its exception as the
+    record, so the caller can report it and go on."""
+    for file in _input_files(Path(path)):
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            row = 0
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
+                for rec in batch.to_pylist():
+                    row += 1
+                    yield f"{file.name}:{row}", rec
+            continue
+        with open(file, encoding="utf-8") as fh:
+            head = fh.read(4096).lstrip()[:1]
+            fh.seek(0)
+            if head == "[" or (file.suffix == ".json" and head == "{"):
+                try:
+                    data = json.load(fh)
+                except json.JSONDecodeError as e:
+                    yield f"{file.name}", ValueError(f"not valid JSON ({e.msg} at line {e.lineno})")
+                    continue
+                items = data if isinstance(data, list) else [data]
+                for i, rec in enumerate(items, start=1):
+                    yield f"{file.name}[{i}]", rec
+                continue
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{file.name}:{lineno}", json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield f"{file.name}:{lineno}", ValueError(f"not valid JSON ({e.msg})")
+
+
+def _count(path: str | Path) -> int | None:
+    """Records in JSONL inputs (lines), for the progress bar; None when unknown up front."""
+    total = 0
+    for file in _input_files(Path(path)):
+        if file.suffix != ".jsonl":
+            return None
+        with open(file, "rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
+
+class _Output:
+    """Records streamed to a temporary file next to the target and renamed into place by
+    `close` (stdout when no path is given). A `.json` target gets one JSON array, anything
+    else JSONL."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.as_array = self.path is not None and self.path.suffix == ".json"
+        self.count = 0
+        self.tmp: Path | None = None
+        if self.path is None:
+            self.fh: TextIO = sys.stdout
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self.tmp = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would surprise whoever reads the dataset
+        self.fh = os.fdopen(fd, "w", encoding="utf-8")
+
+    def add(self, record: dict) -> None:
+        text = json.dumps(record, ensure_ascii=False)
+        if self.as_array:
+            self.fh.write(("[\n" if self.count == 0 else ",\n") + text)
+        else:
+            self.fh.write(text + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self.as_array:
+            self.fh.write("\n]\n" if self.count else "[]\n")
+        self.fh.flush()
+        if self.tmp is None:
+            return
+        self.fh.close()
+        assert self.path is not None
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            self.fh.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def _convert_all(source: str, out: str | None, label: str, convert: Callable[[Any], dict]) -> Counter:
+    counts: Counter = Counter()
+    sink = _Output(out)
+    try:
+        _convert_into(sink, source, label, convert, counts)
+    except BaseException:
+        sink.discard()
+        raise
+    sink.close()
+    return counts
+
+
+def _convert_into(sink: _Output, source: str, label: str, convert: Callable[[Any], dict],
+                  counts: Counter) -> None:
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        bar = progress.add_task(label, total=_count(source))
+        for where, rec in iter_records(source):
+            progress.advance(bar)
+            try:
+                if isinstance(rec, Exception):
+                    raise rec
+                sink.add(convert(rec))
+                counts["converted"] += 1
+            except (ValueError, TypeError, KeyError, SwelegoError) as e:
+                counts["failed"] += 1
+                msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                err.print(f"[red]✗[/] {escape(where)}: {escape(msg)}", highlight=False)
+
+
+def _summary(counts: Counter, out: str | None, extra: str = "") -> None:
+    where = f" to {out}" if out else ""
+    err.print(f"{counts['converted']} record(s) converted{where}, {counts['failed']} failed{extra}")
+    if counts["failed"] and not counts["converted"]:
+        sys.exit(1)
+
+
+@click.command("export")
+@click.argument("traj", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True,
+              help="sharegpt: LLaMA-Factory records with per-turn `turn_mask` (SWE-Lego's training format); "
+                   "openhands: OpenHands text-call transcripts.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Output file (.json: one JSON array, as LLaMA-Factory's dataset_info expects; "
+                   "otherwise JSONL). Default: JSONL on stdout.")
+@click.option("--mask/--no-mask", default=True, show_default=True,
+              help="sharegpt: flag erroneous assistant turns with turn_mask=true (sft.labels rules when "
+                   "available, else the steps' error flags); --no-mask flags none.")
+def export_cmd(traj, fmt, out, mask):
+    """Export trajectories (TRAJ: a JSONL/JSON file of our trajectories, or a rollout directory)
+    for other trainers.
+
+    \b
+    sharegpt record: {instance_id, messages: [{role, content, turn_mask (assistant only)}],
+                      resolved, semi_resolved, policy, model, patch}
+    openhands record: {instance_id, messages: [{role, content}], tools, resolved, semi_resolved,
+                       policy, model, patch}
+    Register a sharegpt file with LLaMA-Factory as formatting "sharegpt", columns
+    {"messages": "messages"}, tags role/content/user/assistant/system.
+    """
+    from swelego.agent.formats import to_openhands_messages, to_sharegpt
+    from swelego.agent.trajectory import Trajectory
+
+    masked_turns = Counter()
+
+    def convert(rec: Any) -> dict:
+        if not isinstance(rec, dict):
+            raise ValueError(f"expected a trajectory object, got {type(rec).__name__}")
+        if not rec.get("instance_id") or not isinstance(rec.get("messages"), list):
+            raise ValueError("not a trajectory (needs `instance_id` and a `messages` list)")
+        t = Trajectory.from_dict(rec)
+        if fmt == "sharegpt":
+            row = to_sharegpt(t, None if mask else ())
+            assistant = [m for m in row["messages"] if m["role"] == "assistant"]
+            masked_turns["assistant"] += len(assistant)
+            masked_turns["masked"] += sum(m["turn_mask"] for m in assistant)
+            return row
+        return {"instance_id": t.instance_id, "messages": to_openhands_messages(t), "tools": t.tools,
+                "resolved": t.resolved, "semi_resolved": t.semi_resolved, "policy": t.policy,
+                "model": t.model, "patch": t.patch}
+
+    counts = _convert_all(traj, out, f"export {fmt}", convert)
+    extra = ""
+    if fmt == "sharegpt" and masked_turns["assistant"]:
+        extra = f"; {masked_turns['masked']}/{masked_turns['assistant']} assistant turns masked"
+    _summary(counts, out, extra)
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(IMPORT_FORMATS), required=True,
+              help="swe-lego: SWE-Lego's released sharegpt trajectories (text calls, "
+                   "\"EXECUTION RESULT of [..]\" turns); openhands: SWE-Gym / OpenHands trajectories "
+                   "(native tool_calls or text calls).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Output file (.json: one JSON array; otherwise JSONL). Default: JSONL on stdout.")
+def import_cmd(file, fmt, out):
+    """Import released trajectories (FILE: JSONL, JSON or parquet, e.g. a downloaded
+    SWE-Lego-Real-Data shard) as our trajectories, one JSON object per record, with tool
+    calls, tool results and per-step error flags recovered from the text."""
+    from swelego.agent.formats import from_openhands, from_swe_lego
+
+    importer = from_swe_lego if fmt == "swe-lego" else from_openhands
+    stats = Counter()
+
+    def convert(rec: Any) -> dict:
+        t = importer(rec)
+        stats["steps"] += len(t.steps)
+        stats["errors"] += sum(s.error for s in t.steps)
+        return t.to_dict()
+
+    counts = _convert_all(file, out, f"import {fmt}", convert)
+    extra = f"; {stats['steps']} tool step(s), {stats['errors']} flagged as errors" if counts["converted"] else ""
+    _summary(counts, out, extra)
