@@ -1,0 +1,379 @@
+"""SFT run configuration: documented dataclasses, read from YAML and overridden from the CLI.
+
+`load_config(cls, path, overrides)` turns a YAML file plus overrides (nested dicts or dotted
+keys such as ``{"training.max_steps": 10}``) into a typed dataclass tree, refusing unknown keys
+with the list of valid ones. Every field carries a ``help`` text in its metadata;
+`describe_config(cls)` lists them (docs/sft.md and `swelego sft fields` print that list).
+
+The same pieces serve other rooms: `ModelConfig` + `load_model_and_tokenizer` and
+`TrainingConfig` + `sft_arguments` are what the verifier reuses to train on its own
+pre-tokenized prompt -> completion examples.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+import yaml
+
+from sft.labels import LabelRules
+from swelego.errors import SwelegoError
+
+T = TypeVar("T")
+
+
+class ConfigError(SwelegoError):
+    """A config file or override does not fit its dataclass."""
+
+
+def _help(text: str, **kw) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+# -- the SFT recipe ------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Which model and tokenizer to fine-tune, and how to load them."""
+
+    name_or_path: str = _help(
+        "A local directory or hub id of a causal LM, or `tiny` for the random-init tiny Qwen3 built offline "
+        "(sft.tiny).", default="tiny")
+    tokenizer: str | None = _help("Tokenizer directory or id; default: the model's.", default=None)
+    tiny_size: dict = _help(
+        "Size overrides for `tiny` (hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, "
+        "head_dim, intermediate_size, max_position_embeddings).", default_factory=dict)
+    attn_implementation: str = _help(
+        "`auto` (flash_attention_2 when flash-attn is installed and a GPU is present, else sdpa), or any "
+        "transformers value: sdpa, eager, flash_attention_2, flex_attention.", default="auto")
+    dtype: str = _help("Weights dtype when loading: auto, bfloat16, float16 or float32.", default="auto")
+    rope_scaling: dict | None = _help(
+        "RoPE scaling written into the model config, e.g. {rope_type: yarn, factor: 4.0, "
+        "original_max_position_embeddings: 32768} to reach 131072 tokens on Qwen3.", default=None)
+    chat_template: str = _help(
+        "`auto`: the tokenizer's template if it has `{% generation %}` markers, else TRL's training version of "
+        "it (Qwen3 -> qwen3_training); or a path to a .jinja file.", default="auto")
+    liger_kernel: bool = _help("Use Liger kernels (fused RMSNorm/RoPE/SwiGLU/cross-entropy) when installed.",
+                               default=False)
+    trust_remote_code: bool = _help("Allow model code from the checkpoint directory.", default=False)
+
+
+@dataclass
+class DataConfig:
+    """Where the trajectories are and how they become tokens and labels."""
+
+    paths: list[str] = _help(
+        "Trajectory files or folders: JSONL of `Trajectory.to_json()` lines, `datasets.save_to_disk` folders, or "
+        "SWE-Lego-format records (converted by swelego.agent.formats.from_swe_lego).", default_factory=list)
+    max_length: int = _help("Longest tokenized trajectory kept (tokens).", default=131072)
+    overlong: str = _help(
+        "Policy for trajectories longer than max_length: `drop` them, or `keep_start` (truncate to the first "
+        "max_length tokens; the cut turn keeps its trained tokens). Counts go to the run card.", default="drop")
+    error_mask: bool = _help("Give error turns no loss (they stay in the context). Off = every assistant turn "
+                             "is trained.", default=True)
+    rules: LabelRules = _help("The error rules (sft.labels.LabelRules).", default_factory=LabelRules)
+    only_resolved: bool = _help("Keep only trajectories with resolved or semi_resolved true (when recorded).",
+                                default=False)
+    num_proc: int = _help("Processes for tokenization (1 = in process).", default=1)
+
+
+@dataclass
+class Bucket:
+    """A difficulty bucket: trajectories whose measure is in [min, max)."""
+
+    name: str = _help("Bucket name used by the stages.", default="")
+    min: float = _help("Inclusive lower bound of the measure.", default=0.0)
+    max: float | None = _help("Exclusive upper bound; null = no bound.", default=None)
+
+
+@dataclass
+class CurriculumStage:
+    """One training stage: which buckets, for how many epochs."""
+
+    buckets: list[str] = _help("Bucket names trained in this stage.", default_factory=list)
+    epochs: float = _help("Passes over this stage's data.", default=1.0)
+
+
+TURN_BUCKETS = [Bucket("easy", 0, 50), Bucket("medium", 50, 70), Bucket("hard", 70, None)]
+# measure `pass_rate` is the teacher's failure rate 1 - (resolved / k), so larger = harder, like turns
+PASS_RATE_BUCKETS = [Bucket("easy", 0, 1 / 3), Bucket("medium", 1 / 3, 2 / 3), Bucket("hard", 2 / 3, None)]
+
+
+@dataclass
+class CurriculumConfig:
+    """Difficulty buckets and the order of training stages (SWE-Lego: easy -> medium -> hard)."""
+
+    enabled: bool = _help("Train in stages; off = one run on the shuffled union of all data.", default=True)
+    measure: str = _help(
+        "`turns`: number of assistant turns of the trajectory; `pass_rate`: the teacher's failure rate "
+        "1 - resolved/k over the k trajectories of the same instance (or from pass_rates_file).", default="turns")
+    buckets: list[Bucket] | None = _help(
+        "Buckets on the measure; null = SWE-Lego's for turns (easy [0,50), medium [50,70), hard [70,inf)) or "
+        "thirds of the failure rate for pass_rate.", default=None)
+    pass_rates_file: str | None = _help(
+        "JSON or JSONL giving {instance_id: pass rate in [0,1]} for measure pass_rate.", default=None)
+    stages: list[CurriculumStage] = _help(
+        "Stages in training order.", default_factory=lambda: [
+            CurriculumStage(["easy"]), CurriculumStage(["medium"]), CurriculumStage(["hard"])])
+    cumulative: bool = _help("Each stage also re-trains the buckets of all earlier stages (else disjoint).",
+                             default=False)
+    lr_schedule: str = _help(
+        "`global`: one warmup + decay over all stages (a single trainer reads the stages in order); "
+        "`per_stage`: each stage restarts warmup + decay and its optimizer from the previous stage's weights.",
+        default="global")
+
+    def resolved_buckets(self) -> list[Bucket]:
+        if self.buckets is not None:
+            return self.buckets
+        return copy.deepcopy(PASS_RATE_BUCKETS if self.measure == "pass_rate" else TURN_BUCKETS)
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation and logging; mapped onto trl.SFTConfig by `sft_arguments`."""
+
+    learning_rate: float = _help("Peak learning rate.", default=1e-4)
+    num_train_epochs: float = _help("Epochs when the curriculum is off (stages carry their own).", default=1.0)
+    max_steps: int = _help("Cap on optimizer steps over the whole run (-1 = none); with per-stage schedules the "
+                           "cap is shared out in proportion to each stage's steps.", default=-1)
+    per_device_train_batch_size: int = _help("Sequences per device per micro-batch.", default=1)
+    gradient_accumulation_steps: int = _help("Micro-batches per optimizer step.", default=8)
+    lr_scheduler_type: str = _help("transformers scheduler name (cosine, linear, constant_with_warmup, ...).",
+                                   default="cosine")
+    warmup_ratio: float = _help("Share of steps spent warming up (0 <= r < 1).", default=0.1)
+    weight_decay: float = _help("AdamW weight decay.", default=0.01)
+    max_grad_norm: float = _help("Gradient clipping norm.", default=1.0)
+    optim: str = _help("transformers optimizer name.", default="adamw_torch")
+    bf16: bool = _help("bfloat16 mixed precision (GPU).", default=False)
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.",
+                                         default=False)
+    packing: bool | str = _help(
+        "Pack several trajectories per row, padding-free (best-fit decreasing, per curriculum stage): true, "
+        "false, or `auto` = on when the attention is flash_attention_2. sdpa/eager are also correct with "
+        "packing (transformers builds a block-diagonal mask from position_ids) but slower.", default=False)
+    logging_steps: int = _help("Log every N optimizer steps.", default=1)
+    save_strategy: str = _help(
+        "`no`, `steps`, `epoch`: checkpoints under OUTPUT/trainer, from which a rerun resumes (lr_schedule global). "
+        "The final model is always saved to OUTPUT/model; with lr_schedule per_stage each stage's model goes to "
+        "OUTPUT/stage-K and a rerun skips finished stages.", default="no")
+    save_steps: int = _help("Steps between checkpoints with save_strategy steps.", default=500)
+    save_total_limit: int | None = _help("Checkpoints kept.", default=2)
+    report_to: list[str] = _help("Extra loggers: tensorboard, wandb (console always).", default_factory=list)
+    seed: int = _help("Random seed (model init of tiny, shuffling, dropout).", default=42)
+    use_cpu: bool = _help("Train on CPU even when a GPU exists.", default=False)
+    deepspeed: str | None = _help("DeepSpeed JSON config (e.g. configs/sft/accelerate/ds_zero3.json).",
+                                  default=None)
+    dataloader_num_workers: int = _help("DataLoader worker processes.", default=0)
+    extra: dict = _help("More trl.SFTConfig arguments, passed through verbatim.", default_factory=dict)
+
+
+@dataclass
+class SFTRunConfig:
+    """`swelego sft train`: one fine-tuning run."""
+
+    output_dir: str = _help("Where the model, stages, logs and run card go.", default="runs/sft")
+    model: ModelConfig = _help("The model (ModelConfig).", default_factory=ModelConfig)
+    data: DataConfig = _help("The data (DataConfig).", default_factory=DataConfig)
+    curriculum: CurriculumConfig = _help("The curriculum (CurriculumConfig).", default_factory=CurriculumConfig)
+    training: TrainingConfig = _help("The optimiser (TrainingConfig).", default_factory=TrainingConfig)
+
+
+# -- YAML <-> dataclass ----------------------------------------------------------------------------
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """A copy of `base` with `overrides` applied; override keys may be dotted paths or nested dicts."""
+    out = copy.deepcopy(base)
+    for k, v in (overrides or {}).items():
+        if "." in k:
+            _set_dotted(out, k, v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        (item,) = get_args(tp) or (Any,)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            if isinstance(value, str) and item is str:
+                return [s.strip() for s in value.split(",") if s.strip()]
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type[T], data: dict, where: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (valid keys: {', '.join(names)})")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: dict | None = None) -> T:
+    """`cls` built from the YAML file at `path` (or defaults) with `overrides` applied."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        data = loaded
+    return _build(cls, merge(data, overrides or {}))
+
+
+def config_to_dict(obj: Any) -> Any:
+    """Plain YAML/JSON-ready data from a config dataclass tree."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, (list, tuple)):
+        return [config_to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: config_to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def dump_config(obj: Any, path: str | Path | None = None) -> str:
+    text = yaml.safe_dump(config_to_dict(obj), sort_keys=False, allow_unicode=True)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def describe_config(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted name, type, default, help) for every field of `cls`, nested dataclasses expanded."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        tp = hints[f.name]
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            d = f.default_factory()
+            default = "..." if dataclasses.is_dataclass(d) else repr(config_to_dict(d))
+        else:
+            default = "(required)"
+        rows.append((name, _type_name(tp), default, f.metadata.get("help", "")))
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe_config(tp, name + "."))
+    return rows
+
+
+_TRAINING_API = {
+    "load_model_and_tokenizer": "sft.trainer",
+    "sft_arguments": "sft.trainer",
+    "train_tokenized": "sft.trainer",
+    "train_from_config": "sft.train",
+    "RunResult": "sft.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The training entry points, importable from here without loading torch on `import sft.config`.
+    if name in _TRAINING_API:
+        import importlib
+
+        return getattr(importlib.import_module(_TRAINING_API[name]), name)
+    raise AttributeError(f"module 'sft.config' has no attribute {name!r}")
