@@ -292,3 +292,13 @@ from data_gen.convert import export_cmd, import_cmd  # noqa: E402
 
 data.add_command(export_cmd)
 data.add_command(import_cmd)
+
+from data_gen.real.cli import mine_git_cmd, mine_prs_cmd, validate_cmd  # noqa: E402
+
+data.add_command(mine_prs_cmd)
+data.add_command(mine_git_cmd)
+data.add_command(validate_cmd)
+
+from data_gen.build import build_cmd  # noqa: E402
+
+data.add_command(build_cmd)

@@ -39,6 +39,9 @@ from swelego.store import ResultStore
 
 STRATEGIES = ("procedural", "llm_rewrite", "llm_modify", "combine")
 FUNNEL = ("candidates", "applies", "breaks", "valid", "kept")
+# Extra packages of every synthetic environment image (coverage maps for test selection);
+# public so that a caller can build or look up the same image first.
+ENV_EXTRA_DEPS = ("pytest-cov",)
 
 
 @dataclass
@@ -111,7 +114,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
     report = RepoReport(source)
     client = docker_client()
     out = Path(cfg.out)
-    env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=("pytest-cov",),
+    env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=ENV_EXTRA_DEPS,
                           client=client, log=lambda m: None)
     report.repo, report.image = env.repo, env.image
     # One store per repository version: two versions of one package never share a file.
@@ -311,4 +314,4 @@ def report_dict(reports: list[RepoReport], errors: dict[str, str]) -> dict:
                                                   for rep in reports], "errors": errors}
 
 
-__all__ = ["STRATEGIES", "SynthConfig", "synthesize_repo", "funnel", "collect_rows", "report_dict"]
+__all__ = ["ENV_EXTRA_DEPS", "STRATEGIES", "SynthConfig", "synthesize_repo", "funnel", "collect_rows", "report_dict"]
