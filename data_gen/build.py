@@ -46,7 +46,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from data_gen.real.filters import FilterConfig as RealFilters
-from sft.config import Bucket, ConfigError, config_to_dict, describe_config, dump_config, load_config
+from swelego.config import ConfigError, config_to_dict, describe_config, dump_config, load_config
+from swelego.difficulty import Bucket
 from swelego.errors import SwelegoError
 
 FORMAT = 1  # bump when the layout of a stage's outputs changes: every key changes with it
@@ -181,7 +182,7 @@ class ExportConfig:
         "`trajectories`: kept trajectories in our format (input of `swelego sft`); `sharegpt`: LLaMA-Factory "
         "sharegpt with per-turn `turn_mask` (SWE-Lego's training format) + dataset_info.json; `openhands`: "
         "OpenHands text-call transcripts.", default_factory=lambda: ["trajectories", "sharegpt"])
-    error_mask: bool = _doc("sharegpt: flag error turns (sft.labels rules) with turn_mask=true.", default=True)
+    error_mask: bool = _doc("sharegpt: flag error turns (swelego.agent.labels rules) with turn_mask=true.", default=True)
     dataset_name: str = _doc("Name of the entry in sft/dataset_info.json.", default="swelego")
 
 
@@ -741,8 +742,8 @@ LLAMA_FACTORY_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": 
 
 
 def run_export(ctx: Context) -> StageResult:
-    from sft.labels import LabelSummary, label_trajectory
     from swelego.agent.formats import to_openhands_messages, to_sharegpt
+    from swelego.agent.labels import LabelSummary, label_trajectory
     from swelego.agent.trajectory import Trajectory
 
     e = ctx.cfg.export

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from sft.config import TURN_BUCKETS, Bucket, config_to_dict
+from swelego.config import config_to_dict
+from swelego.difficulty import TURN_BUCKETS, Bucket
 
 SOURCES = ("synthetic", "real")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:%| s| min| h)?|\*\*.*\*\*|–")
@@ -66,7 +67,7 @@ def _size_category(n: int) -> str:
 
 
 def _bucket_of(turns: int, buckets: list[Bucket]) -> str | None:
-    from sft.curriculum import bucket_of
+    from swelego.difficulty import bucket_of
 
     return bucket_of(turns, buckets)
 

@@ -177,8 +177,8 @@ def _summary(counts: Counter, out: str | None, extra: str = "") -> None:
               help="Output file (.json: one JSON array, as LLaMA-Factory's dataset_info expects; "
                    "otherwise JSONL). Default: JSONL on stdout.")
 @click.option("--mask/--no-mask", default=True, show_default=True,
-              help="sharegpt: flag erroneous assistant turns with turn_mask=true (sft.labels rules when "
-                   "available, else the steps' error flags); --no-mask flags none.")
+              help="sharegpt: flag erroneous assistant turns with turn_mask=true (the error-label rules of "
+                   "swelego.agent.labels); --no-mask flags none.")
 def export_cmd(traj, fmt, out, mask):
     """Export trajectories (TRAJ: a JSONL/JSON file of our trajectories, or a rollout directory)
     for other trainers.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sft.config import Bucket, CurriculumConfig, CurriculumStage
 from swelego.agent.trajectory import Trajectory
+from swelego.difficulty import bucket_of  # noqa: F401 - part of the curriculum API
 from swelego.errors import SwelegoError
 
 MEASURES = ("turns", "pass_rate")
@@ -55,15 +56,6 @@ def failure_rates(trajectories: Iterable[Trajectory], pass_rates_file: str | Non
         if t.resolved is not None:
             graded[t.instance_id].append(bool(t.resolved))
     return {iid: 1.0 - sum(v) / len(v) for iid, v in graded.items() if v}
-
-
-def bucket_of(value: float | None, buckets: list[Bucket]) -> str | None:
-    if value is None:
-        return None
-    for b in buckets:
-        if value >= b.min and (b.max is None or value < b.max):
-            return b.name
-    return None
 
 
 @dataclass

@@ -22,7 +22,7 @@ import yaml
 from conftest import TEST_NS
 
 from data_gen.build import STAGE_NAMES, BuildConfig, load_build_config
-from sft.config import describe_config
+from swelego.config import describe_config
 
 SWELEGO = str(Path(sys.executable).with_name("swelego"))
 REPO_ROOT = Path(__file__).resolve().parents[1]

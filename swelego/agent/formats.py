@@ -517,10 +517,8 @@ def error_turns_from_steps(traj: Trajectory) -> set[int]:
 
 
 def _default_error_turns(traj: Trajectory) -> set[int]:
-    try:
-        from sft.labels import label_trajectory  # the SFT room's richer rules, when installed
-    except ImportError:
-        return error_turns_from_steps(traj)
+    from swelego.agent.labels import label_trajectory
+
     return {lab.message_index for lab in label_trajectory(traj) if lab.error}
 
 
@@ -532,8 +530,7 @@ def to_sharegpt(traj: Trajectory, error_turns: Collection[int] | None = None) ->
     ``message.get('turn_mask', False)``).
 
     error_turns: indices into `traj.messages` of the assistant messages to mask. None computes
-    them with `sft.labels.label_trajectory` when that module is importable, else from the
-    steps' error flags. Consecutive tool results (several calls in one message) share one
+    them with the error-label rules (`swelego.agent.labels.label_trajectory`). Consecutive tool results (several calls in one message) share one
     user turn; a trailing observation after the last assistant turn is dropped (importers
     restore a final `finish` result from its message). Raises ValueError when the trajectory
     has no assistant turn.
