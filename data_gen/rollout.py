@@ -37,6 +37,7 @@ class RolloutConfig:
     """How to roll out a dataset.
 
     out: output directory (see the module docstring for its files).
+    trajectories_file: name of the trajectory file in `out` (test-time scaling uses samples.jsonl).
     policy: "oracle" (solves from the gold patch; for demos and smoke tests, labelled as such)
         or "openai" (an OpenAI-compatible endpoint).
     samples: episodes per task (k); sample i of a task is independent of the others.
@@ -55,6 +56,7 @@ class RolloutConfig:
     """
 
     out: str
+    trajectories_file: str = "trajectories.jsonl"
     policy: str = "oracle"
     samples: int = 1
     workers: int = 1
@@ -116,8 +118,8 @@ def trajectory_key(record: dict) -> str:
     return sample_key(record["instance_id"], int((record.get("sampling") or {}).get("sample", 0)))
 
 
-def trajectory_store(out: str | Path) -> ResultStore:
-    return ResultStore(Path(out) / "trajectories.jsonl", key_of=trajectory_key)
+def trajectory_store(out: str | Path, name: str = "trajectories.jsonl") -> ResultStore:
+    return ResultStore(Path(out) / name, key_of=trajectory_key)
 
 
 def sample_seed(seed: int, instance_id: str, sample: int) -> int:
@@ -182,7 +184,7 @@ def rollout(tasks: list[TaskInstance], cfg: RolloutConfig,
         pass
     t0 = time.monotonic()
     summary = RolloutSummary(tasks=len(tasks))
-    store = trajectory_store(out)
+    store = trajectory_store(out, cfg.trajectories_file)
     ids = [t.instance_id for t in tasks]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -220,7 +222,9 @@ def rollout(tasks: list[TaskInstance], cfg: RolloutConfig,
                 on_result(result, None, summary)
     finally:
         store.close()
-    done = [rec for key, rec in trajectory_store(out) if key in wanted]
+    final = trajectory_store(out, cfg.trajectories_file)
+    done = [rec for key, rec in final if key in wanted]
+    final.close()
     summary.resolved = summary.semi_resolved = 0
     summary.exit_reasons = {}
     _tally(summary, done)

@@ -39,8 +39,10 @@ def _remove_test_images():
         c = docker_client()
     except Exception:
         return
-    for img in c.images.list():
-        for tag in img.tags:
+    # The low-level listing: images.list() inspects each image, which races with other
+    # sessions removing theirs.
+    for img in c.api.images():
+        for tag in img.get("RepoTags") or []:
             if tag.startswith(TEST_NS + "/"):
                 try:
                     c.images.remove(tag, force=True)

@@ -1,8 +1,171 @@
-"""`swelego tts`: the command group of this room."""
+"""`swelego tts`: the command group of this room (`score`; `run` samples and scores k rollouts)."""
+
+from __future__ import annotations
+
+import sys
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+out = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 @click.group()
 def tts():
     """Test-time scaling: sample k rollouts, pick one with the verifier, score with swebench."""
+
+
+def _ks(value: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(x) for x in value.split(",") if x.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--k") from None
+    if not ks or ks[0] < 1:
+        raise click.BadParameter("k values must be positive integers", param_hint="--k")
+    return ks
+
+
+def _pct(st: dict | None) -> str:
+    if not st or st.get("value") is None:
+        return "n/a"
+    lo, hi = st["ci"]
+    return f"{100 * st['value']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+@tts.command("score")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--k", "ks", default="1,2,4,8,16", show_default=True, help="Comma-separated k of TTS@k.")
+@click.option("--grade", type=click.Choice(["selected", "all"]), default="selected", show_default=True,
+              help="Grade with the official harness each instance's selected patch (plus unlabelled samples), "
+                   "or every distinct patch.")
+@click.option("--model-name", default=None, help="model_name_or_path of the predictions (default: the samples').")
+@click.option("--max-workers", default=1, show_default=True, help="swebench run_evaluation workers.")
+@click.option("--timeout", default=1800, show_default=True, help="Seconds per instance evaluation.")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
+@click.option("--seed", default=0, show_default=True)
+def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, seed):
+    """Select, grade and report the samples in RUN_DIR.
+
+    RUN_DIR holds tasks.jsonl (swebench rows), samples.jsonl (one Trajectory per line,
+    sampling.sample = index) and scores.jsonl ({instance_id, sample, score}). Writes
+    predictions.jsonl (the top-scored sample per instance, in swebench's format), grades
+    with the official harness (gradings.jsonl caches them: a rerun starts no container for a
+    patch already graded) and reports Pass@1, TTS@k, oracle Pass@k, majority vote, random
+    pick and verifier AUC with 95% bootstrap intervals in report.md, report.json and
+    tts_at_k.png. Bad input is counted and reported, never fatal.
+    """
+    from tts.score import ScoreConfig, tts_score
+
+    cfg = ScoreConfig(dir=run_dir, ks=_ks(ks), grade=grade, model_name=model_name, max_workers=max_workers,
+                      timeout=timeout, bootstrap=bootstrap, seed=seed)
+    result = tts_score(cfg, log=lambda m: err.print(m, highlight=False, markup=False))
+    m = result["metrics"]
+    if result["demo"]:
+        out.print("[bold yellow]pipeline demonstration: policy=oracle samples, not a model result[/]")
+    if m:
+        table = Table(title=f"TTS@k over {result['instances']} instances (resolved %, 95% CI)")
+        for col in ("k", "TTS@k", "oracle Pass@k", "majority", "random"):
+            table.add_column(col, justify="right")
+        for k in result["ks"]:
+            s = str(k)
+            table.add_row(s, _pct(m["tts"][s]), _pct(m["oracle"][s]), _pct(m["majority"][s]), _pct(m["random"][s]))
+        out.print(table)
+        out.print(f"Pass@1 {_pct(m['pass@1'])}; verifier AUC {_pct(m['auc'])}", highlight=False)
+    sel, g, inp = result["selected"], result["grading"], result["input"]
+    out.print(f"selected patches (official harness): {sel['resolved']}/{sel['instances']} resolved; gradings: "
+              f"{g['graded_now']} new, {g['reused']} reused" + (f", {len(g['failed_runs'])} runs failed"
+                                                                  if g["failed_runs"] else ""), highlight=False)
+    problems = {k: v for k, v in inp.items() if isinstance(v, int) and v and k not in ("task_lines", "sample_lines",
+                                                                                    "score_lines")}
+    if problems:
+        out.print("input problems: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in problems.items()),
+                  highlight=False)
+    out.print(f"report: {run_dir}/report.md, report.json, tts_at_k.png", highlight=False)
+
+
+@tts.command("run")
+@click.option("--dataset", required=True,
+              help="Local task dataset (tasks/ dir, JSONL of swebench rows) or a Hub name, e.g. "
+                   "SWE-bench/SWE-bench_Verified.")
+@click.option("--split", default="test", show_default=True, help="Split of a Hub dataset.")
+@click.option("--instance-ids", default="", help="Comma list: run only these instances.")
+@click.option("--limit", type=int, default=None, help="Run only the first N instances.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--policy", type=click.Choice(["oracle", "openai"]), default="openai", show_default=True,
+              help="openai: an OpenAI-compatible endpoint; oracle: replays gold patches (pipeline demos only).")
+@click.option("--base-url", default=None, help="Endpoint root for --policy openai.")
+@click.option("--model", default=None, help="Model name served at --base-url.")
+@click.option("--tool-format", type=click.Choice(["native", "openhands"]), default="native", show_default=True)
+@click.option("--samples", default=16, show_default=True, help="Samples per instance (k).")
+@click.option("--temperature", default=0.7, show_default=True)
+@click.option("--top-p", default=None, type=float)
+@click.option("--max-tokens", default=4096, show_default=True, help="Completion tokens per turn.")
+@click.option("--max-turns", default=100, show_default=True)
+@click.option("--max-context-tokens", default=None, type=int)
+@click.option("--noise", default=0.0, show_default=True,
+              help="Oracle only: probability that a gold hunk becomes a corrupted edit.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=1, show_default=True, help="Episodes at once.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None)
+@click.option("--verifier", required=True,
+              help="Trained verifier directory, or the served verifier's model name with --verifier-base-url.")
+@click.option("--verifier-base-url", default=None, help="Score through this OpenAI-compatible endpoint (vLLM).")
+@click.option("--verifier-tokenizer", default=None, help="With --verifier-base-url: tokenizer for budgeting.")
+@click.option("--batch-size", default=4, show_default=True, help="Prompts per forward pass (local verifier).")
+@click.option("--max-length", type=int, default=None, help="Judge prompt token budget.")
+def run_cmd(dataset, split, instance_ids, limit, out_dir, policy, base_url, model, tool_format, samples, temperature,
+            top_p, max_tokens, max_turns, max_context_tokens, noise, seed, workers, executor, ray_address, verifier,
+            verifier_base_url, verifier_tokenizer, batch_size, max_length):
+    """Sample k rollouts per instance and score each with the verifier.
+
+    Writes OUT/tasks.jsonl, OUT/samples.jsonl (one trajectory per sample, graded in its
+    sandbox) and OUT/scores.jsonl (P(YES) per sample); a rerun skips what is done. Then run
+    `swelego tts score OUT` to select, grade with the official harness and report.
+    """
+    from pathlib import Path
+
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from data_gen.rollout import RolloutConfig
+    from tts.run import TTSRunConfig, tts_run
+
+    rcfg = RolloutConfig(out=str(Path(out_dir).resolve()), policy=policy, samples=samples, workers=workers,
+                         executor=executor, ray_address=ray_address, max_turns=max_turns,
+                         max_context_tokens=max_context_tokens, noise=noise, seed=seed, base_url=base_url,
+                         model=model, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                         tool_format=tool_format)
+    rcfg.validate()
+    cfg = TTSRunConfig(dataset=dataset, rollout=rcfg, split=split, limit=limit,
+                       instance_ids=tuple(i.strip() for i in instance_ids.split(",") if i.strip()),
+                       verifier=verifier, verifier_base_url=verifier_base_url, verifier_tokenizer=verifier_tokenizer,
+                       batch_size=batch_size, max_length=max_length)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[note]}"), console=err) as progress:
+        episodes = progress.add_task("samples", total=None, note="")
+        scoring = progress.add_task("verifier", total=None, note="", visible=False)
+
+        def on_start(s):
+            progress.update(episodes, total=s.planned - s.skipped)
+            if s.skipped:
+                err.print(f"resuming: {s.skipped}/{s.planned} samples already done")
+
+        def on_result(traj, error, s):
+            if error:
+                err.print(f"[red]✗[/] {escape(error)}", highlight=False)
+            note = f"resolved {s.resolved}/{s.ran}" if s.ran else ""
+            progress.update(episodes, advance=1, note=note)
+
+        def on_score(done, total):
+            progress.update(scoring, completed=done, total=total, visible=True)
+
+        result = tts_run(cfg, on_rollout_start=on_start, on_rollout_result=on_result, on_score_progress=on_score)
+    r, s = result["rollout"], result["scores"]
+    label = "policy=oracle (a pipeline demonstration, not model output)" if policy == "oracle" else f"model {model}"
+    out.print(f"{result['instances']} instances × {samples} samples, {label}: {r['trajectories']} samples "
+              f"({r['resolved']} resolved in their sandboxes, {r['failed']} failed to run); "
+              f"{s['scored']} scored ({s['reused']} reused, {s['failed']} failed)", highlight=False)
+    out.print(f"next: swelego tts score {out_dir}", highlight=False)

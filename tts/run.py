@@ -1,0 +1,117 @@
+"""`swelego tts run`: k rollouts per instance, then the verifier's score for each.
+
+Writes the run directory that `swelego tts score` reads (see tts/score.py for the layout):
+`tasks.jsonl` (the swebench rows), `samples.jsonl` (one trajectory per sample, written by the
+rollout machinery: parallel, resumable, kill-safe) and `scores.jsonl` (P(YES) per sample,
+resumable too). A rerun skips every sample and score already on disk.
+
+Datasets: a local task dataset (our `tasks/` directory, a save_to_disk folder, a JSONL of
+swebench rows) or a Hugging Face dataset name such as `SWE-bench/SWE-bench_Verified`, whose
+swebench 5 rows carry their own `image`, `eval_script` and `log_parser` (images are pulled by
+the Docker engine when missing, so that needs registry access).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from data_gen.rollout import RolloutConfig, RolloutSummary, rollout
+from swelego.errors import SwelegoError
+from swelego.schema import TaskInstance, load_dataset, save_jsonl
+
+
+@dataclass
+class TTSRunConfig:
+    """dataset: local path or HF dataset name; split: the HF split; instance_ids / limit: a subset.
+    rollout: the sampling (policy, samples = k, workers, endpoint, noise, ...); its `out` is the
+    run directory. verifier: a trained verifier directory, or the served model's name with
+    verifier_base_url; batch_size / max_length: local scoring; verifier_workers: requests in
+    flight to a served verifier."""
+
+    dataset: str
+    rollout: RolloutConfig
+    split: str = "test"
+    instance_ids: tuple[str, ...] = ()
+    limit: int | None = None
+    verifier: str | None = None
+    verifier_base_url: str | None = None
+    verifier_tokenizer: str | None = None
+    batch_size: int = 4
+    max_length: int | None = None
+    verifier_workers: int = 8
+    extra: dict = field(default_factory=dict)
+
+
+def load_tasks(dataset: str, split: str = "test") -> list[TaskInstance]:
+    """Rows from a local dataset, else from the Hugging Face Hub (swebench 5 rows)."""
+    if Path(dataset).exists():
+        return load_dataset(dataset)
+    if dataset.startswith(("/", ".", "~")) or dataset.endswith((".json", ".jsonl")) or dataset.count("/") > 1:
+        raise SwelegoError(f"cannot load dataset {dataset!r}: no such file or directory")
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(dataset, split=split)
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, no access: one line
+        raise SwelegoError(f"cannot load dataset {dataset!r} (split {split}): not a local path, and the Hub said "
+                           f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    tasks, bad = [], 0
+    for row in rows:
+        try:
+            tasks.append(TaskInstance.from_row(dict(row)))
+        except Exception:  # noqa: BLE001 - counted below
+            bad += 1
+    if not tasks:
+        raise SwelegoError(f"{dataset}: none of its {len(rows)} rows is a swebench 5 row (image, eval_script, ...)")
+    return tasks
+
+
+def select_tasks(tasks: list[TaskInstance], ids: tuple[str, ...], limit: int | None) -> list[TaskInstance]:
+    if ids:
+        known = {t.instance_id for t in tasks}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise SwelegoError(f"unknown instance id(s): {', '.join(missing[:5])}")
+        tasks = [t for t in tasks if t.instance_id in set(ids)]
+    return tasks[:limit] if limit else tasks
+
+
+def make_scorer(cfg: TTSRunConfig):
+    from verifier.score import EndpointScorer, LocalScorer
+
+    if cfg.verifier_base_url:
+        tok = None
+        if cfg.verifier_tokenizer:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(cfg.verifier_tokenizer)
+        return EndpointScorer(cfg.verifier_base_url, cfg.verifier, tokenizer=tok, max_length=cfg.max_length,
+                              workers=cfg.verifier_workers)
+    if not cfg.verifier or not Path(cfg.verifier).exists():
+        raise SwelegoError(f"no verifier at {cfg.verifier} (a trained verifier directory, or --verifier-base-url)")
+    return LocalScorer(cfg.verifier, batch_size=cfg.batch_size, max_length=cfg.max_length)
+
+
+def tts_run(cfg: TTSRunConfig, *, on_rollout_start: Callable | None = None, on_rollout_result: Callable | None = None,
+            on_score_progress: Callable | None = None) -> dict:
+    """Sample, then score. Returns a summary dict (also written to run_config.json / summary)."""
+    out = Path(cfg.rollout.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.verifier is None:
+        raise SwelegoError("--verifier is required (a trained verifier directory or a served model name)")
+    tasks = select_tasks(load_tasks(cfg.dataset, cfg.split), cfg.instance_ids, cfg.limit)
+    save_jsonl(tasks, out / "tasks.jsonl")
+    cfg.rollout.trajectories_file = "samples.jsonl"
+    (out / "tts_run.json").write_text(json.dumps({**asdict(cfg), "rollout": asdict(cfg.rollout)}, indent=2,
+                                                 default=str))
+    summary: RolloutSummary = rollout(tasks, cfg.rollout, on_result=on_rollout_result, on_start=on_rollout_start)
+    from verifier.data import load_trajectories
+    from verifier.score import score_trajectories
+
+    trajs = load_trajectories([out / "samples.jsonl"])
+    scorer = make_scorer(cfg)
+    scored = score_trajectories(trajs, scorer, out, on_progress=on_score_progress)
+    return {"instances": len(tasks), "rollout": summary.to_dict(), "scores": scored}
