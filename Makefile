@@ -24,19 +24,29 @@ engine:
 test: venv engine
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
-# Real PyPI sdists that ship their tests; override with `make demo DEMO_SOURCES="..."`.
-DEMO_SOURCES ?= pypi:toolz==1.0.0 pypi:inflection==0.5.1 pypi:more-itertools==10.5.0
-SYNTH_SOURCES ?= pypi:toolz==1.0.0 pypi:inflection==0.5.1
+# The demo: the data build on embedded defaults (configs/data/demo.yaml: real PyPI sdists, a
+# local git history, the oracle policy), then SFT, a verifier and TTS@k on its output, with the
+# tiny CPU presets. Every step resumes; rerunning `make demo` redoes nothing that is complete.
 DEMO_OUT ?= demo-output
+TTS_SAMPLES ?= 4
 
 demo: venv engine
 	$(BIN)/swelego doctor || true
-	$(BIN)/swelego env build $(DEMO_SOURCES) --run-tests
-	$(BIN)/swelego data synth $(SYNTH_SOURCES) --out $(DEMO_OUT)/synth --max-candidates 10 --workers 2
-	$(BIN)/swelego data audit $(DEMO_OUT)/synth/dataset
-	$(BIN)/swelego data rollout $(DEMO_OUT)/synth --policy oracle --noise 0.3 --samples-per-task 2 --workers 2 \
-		--out $(DEMO_OUT)/rollouts
-	$(BIN)/swelego data filter $(DEMO_OUT)/rollouts --keep resolved,semi_resolved --out $(DEMO_OUT)/trajectories
+	$(BIN)/swelego data build configs/data/demo.yaml --out $(DEMO_OUT)/data
+	$(BIN)/swelego data audit $(DEMO_OUT)/data/tasks
+	$(BIN)/swelego sft train configs/sft/tiny-cpu.yaml --data $(DEMO_OUT)/data/sft/trajectories.jsonl \
+		--output-dir $(DEMO_OUT)/sft
+	$(BIN)/swelego verifier train configs/verifier/tiny-cpu.yaml --data $(DEMO_OUT)/data/trajectories/trajectories.jsonl \
+		--output-dir $(DEMO_OUT)/verifier
+	$(BIN)/swelego tts run --dataset $(DEMO_OUT)/data/tasks --policy oracle --noise 0.3 --samples $(TTS_SAMPLES) \
+		--workers 2 --verifier $(DEMO_OUT)/verifier --out $(DEMO_OUT)/tts
+	$(BIN)/swelego tts score $(DEMO_OUT)/tts --k 1,2,$(TTS_SAMPLES)
+	@echo
+	@echo "demo done (policy=oracle: a pipeline demonstration, not model results)"
+	@echo "  dataset card:   $(DEMO_OUT)/data/README.md"
+	@echo "  SFT checkpoint: $(DEMO_OUT)/sft/model  (run card $(DEMO_OUT)/sft/run_card.md)"
+	@echo "  verifier:       $(DEMO_OUT)/verifier"
+	@echo "  TTS report:     $(DEMO_OUT)/tts/report.md  (plot $(DEMO_OUT)/tts/tts_at_k.png)"
 
 lint: venv
 	$(BIN)/ruff check .

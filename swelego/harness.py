@@ -213,7 +213,7 @@ def evaluate_official(tasks: list[TaskInstance], predictions: list[dict], *, run
     Runs swebench as a subprocess in `workdir` (it writes `logs/` relative to the working
     directory, and skips instances that already have a report there).
     """
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()  # the subprocess runs inside it: relative paths would break
     workdir.mkdir(parents=True, exist_ok=True)
     predictions = [{"model_name_or_path": model, **p} for p in predictions]
     models = {p["model_name_or_path"] for p in predictions}
@@ -230,7 +230,9 @@ def evaluate_official(tasks: list[TaskInstance], predictions: list[dict], *, run
     (workdir / f"{run_id}.harness.log").write_text(p.stdout + p.stderr)
     summary_path = workdir / f"{model.replace('/', '__')}.{run_id}.json"
     if p.returncode != 0 or not summary_path.exists():
-        raise SwelegoError(f"swebench run_evaluation failed (exit {p.returncode}): {(p.stderr or p.stdout)[-500:]}")
+        lines = [ln.strip() for ln in (p.stderr or p.stdout).splitlines() if ln.strip()]
+        raise SwelegoError(f"swebench run_evaluation failed (exit {p.returncode}): {lines[-1] if lines else 'no output'}"
+                           f" (full log: {workdir / f'{run_id}.harness.log'})")
     reports = {}
     for pred in predictions:
         rep = workdir / "logs" / "run_evaluation" / run_id / model.replace("/", "__") / pred["instance_id"] / "report.json"

@@ -74,15 +74,19 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
         out.print(table)
         out.print(f"Pass@1 {_pct(m['pass@1'])}; verifier AUC {_pct(m['auc'])}", highlight=False)
     sel, g, inp = result["selected"], result["grading"], result["input"]
-    out.print(f"selected patches (official harness): {sel['resolved']}/{sel['instances']} resolved; gradings: "
-              f"{g['graded_now']} new, {g['reused']} reused" + (f", {len(g['failed_runs'])} runs failed"
-                                                                  if g["failed_runs"] else ""), highlight=False)
+    out.print(f"selected patches (official harness): {sel['resolved']} resolved of {sel['graded']} graded "
+              f"({sel['instances']} instances); gradings: {g['graded_now']} new, {g['reused']} reused"
+              + (f", {len(g['failed_runs'])} runs failed" if g["failed_runs"] else ""), highlight=False)
     problems = {k: v for k, v in inp.items() if isinstance(v, int) and v and k not in ("task_lines", "sample_lines",
                                                                                     "score_lines")}
     if problems:
         out.print("input problems: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in problems.items()),
                   highlight=False)
     out.print(f"report: {run_dir}/report.md, report.json, tts_at_k.png", highlight=False)
+    if g["failed_runs"]:
+        for run_id, why in g["failed_runs"].items():
+            err.print(f"[red]harness run {run_id} failed[/]: {why}", highlight=False)
+        sys.exit(1)  # the selected patches are not (all) graded: the report is incomplete
 
 
 @tts.command("run")

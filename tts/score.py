@@ -316,7 +316,7 @@ def tts_score(cfg: ScoreConfig, log: Callable[[str], None] = print) -> dict[str,
     """Select, grade and report; returns the report (also written to DIR/report.json)."""
     if cfg.grade not in GRADE_MODES:
         raise SwelegoError(f"grade must be one of {', '.join(GRADE_MODES)}, not {cfg.grade!r}")
-    root = Path(cfg.dir)
+    root = Path(cfg.dir).resolve()
     for name in ("tasks.jsonl", "samples.jsonl"):
         if not (root / name).is_file():
             raise SwelegoError(f"{root / name} not found (see `swelego tts score --help` for the layout)")
