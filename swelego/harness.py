@@ -23,6 +23,9 @@ from swelego.errors import SwelegoError
 from swelego.sandbox.base import Sandbox
 from swelego.schema import TaskInstance, save_jsonl
 
+# Test logs are kept whole (up to this many bytes): a capped log keeps its head and tail, and a
+# large suite's summary lines in the middle would vanish, i.e. tests would seem to break.
+TEST_LOG_MAX = 64 * 1024 * 1024
 START = ">>>>> Start Test Output"
 END = ">>>>> End Test Output"
 # Heredoc delimiter for patches inside eval scripts; cannot occur in a unified diff line.
@@ -66,7 +69,7 @@ class TestRun:
 
 def run_tests(sandbox: Sandbox, test_cmd: str, *, timeout: float = 1800,
               log_parser: str = "parse_log_pytest") -> TestRun:
-    r = sandbox.exec(f"{test_cmd} 2>&1", timeout=timeout)
+    r = sandbox.exec(f"{test_cmd} 2>&1", timeout=timeout, max_output=TEST_LOG_MAX)
     return TestRun(log=r.output, exit_code=r.exit_code, timed_out=r.timed_out, duration=r.duration,
                    status=parse_log(r.output, log_parser))
 
@@ -145,7 +148,7 @@ def run_eval(sandbox: Sandbox, task: TaskInstance, patch: str, *, timeout: float
         return Grade(False, "ERROR", {}, {}, "patch did not apply", patch_applied=False)
     spec = make_test_spec(task.to_row())
     sandbox.write_file("/eval.sh", spec.eval_script)
-    r = sandbox.exec("/bin/bash /eval.sh 2>&1", timeout=timeout)
+    r = sandbox.exec("/bin/bash /eval.sh 2>&1", timeout=timeout, max_output=TEST_LOG_MAX)
     log = r.output
     with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
         f.write(log)

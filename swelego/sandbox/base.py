@@ -23,7 +23,8 @@ class ExecResult:
 
 @runtime_checkable
 class Sandbox(Protocol):
-    def exec(self, cmd: str, timeout: float | None = None, *, workdir: str | None = None) -> ExecResult: ...
+    def exec(self, cmd: str, timeout: float | None = None, *, workdir: str | None = None,
+             max_output: int | None = None) -> ExecResult: ...
 
     def write_file(self, path: str, content: str | bytes) -> None: ...
 

@@ -43,7 +43,7 @@ def env_base(spec):
 @click.option("--namespace", default="swelego", show_default=True, help="Image name prefix.")
 @click.option("--extra-dep", "extra_deps", multiple=True, help="Extra pip requirement to preinstall (repeatable).")
 @click.option("--setup", multiple=True, help="Shell command run in /testbed after the install (repeatable).")
-@click.option("--test-cmd", default=None, help="Test command (default: pytest -rA -p no:cacheprovider).")
+@click.option("--test-cmd", default=None, help="Test command (default: pytest -rfEsxXp -p no:cacheprovider --continue-on-collection-errors).")
 @click.option("--run-tests", is_flag=True, help="Run the test suite in a sandbox and report the parsed counts.")
 @click.option("--timeout", default=1800, show_default=True, help="Seconds allowed for the test run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per source on stdout.")

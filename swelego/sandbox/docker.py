@@ -229,8 +229,10 @@ class DockerSandbox:
         workdir: str | None = None,
         env: dict[str, str] | None = None,
         user: str = "",
+        max_output: int | None = None,
     ) -> ExecResult:
-        """Run `cmd` with bash. On timeout every process it started is killed (SIGKILL)."""
+        """Run `cmd` with bash. On timeout every process it started is killed (SIGKILL).
+        `max_output` overrides the sandbox's output cap for this command (test logs)."""
         self.start()
         timeout = self.limits.exec_timeout if timeout is None else timeout
         token = uuid.uuid4().hex
@@ -242,7 +244,7 @@ class DockerSandbox:
             workdir=workdir or self.workdir,
             user=user,
         )["Id"]
-        buf = _CappedBuffer(self.limits.max_output)
+        buf = _CappedBuffer(self.limits.max_output if max_output is None else max_output)
         t0 = time.monotonic()
         stream = api.exec_start(exec_id, stream=True, demux=False)
 
