@@ -6,7 +6,7 @@ many episodes a minute the rollout driver completes with 1 and N workers.
 (2) Scaffold overhead per step: oracle episodes without grading; wall time of the episode
     minus the time spent inside tool calls, divided by the number of steps (policy, loop,
     bookkeeping; git sanitization and the final diff are reported separately).
-(3) Throughput: `data_gen.rollout.rollout` with grading on, at 1 and N workers, episodes per
+(3) Throughput: `swelego.agent.rollout.rollout` with grading on, at 1 and N workers, episodes per
     minute and speed-up.
 
 Default tasks: the toy task of examples/harness_quickstart.py, built on the fly (one image),
@@ -89,7 +89,7 @@ def bench_overhead(tasks, n: int) -> dict[str, float]:
 
 
 def bench_throughput(tasks, workers: int, samples: int, workdir: Path) -> tuple[float, int, int]:
-    from data_gen.rollout import RolloutConfig, rollout
+    from swelego.agent.rollout import RolloutConfig, rollout
 
     out = workdir / f"ro-{workers}"
     cfg = RolloutConfig(out=str(out), samples=samples, workers=workers)

@@ -33,9 +33,9 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def main() -> None:
-    from data_gen.rollout import RolloutConfig, load_trajectories, rollout
     from sft.config import load_config
     from swelego.agent import Trajectory
+    from swelego.agent.rollout import RolloutConfig, load_trajectories, rollout
     from swelego.sandbox import docker_client
     from swelego.sandbox.images import ensure_base_image
     from verifier.corpus import toyshop_tasks

@@ -5,7 +5,7 @@ The build runs the data stages in order, each a thin call into its own room's pu
     synth    synthetic tasks (data_gen.synth.pipeline)        -> tasks/synthetic/
     real     real tasks mined from git / GitHub, validated    -> tasks/real/
     tasks    merge, de-duplicate, decontaminate               -> tasks/ (HF dataset + tasks.jsonl)
-    rollout  teacher (or oracle) episodes (data_gen.rollout)  -> trajectories/trajectories.jsonl
+    rollout  teacher (or oracle) episodes (swelego.agent.rollout)  -> trajectories/trajectories.jsonl
     filter   keep resolved / semi-resolved (data_gen.filter)  -> trajectories/kept/
     export   our format + LLaMA-Factory sharegpt (formats)    -> sft/
     card     the Hugging Face dataset card (data_gen.card)    -> README.md, card.json, plots/
@@ -46,7 +46,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from data_gen.real.filters import FilterConfig as RealFilters
-from swelego.config import ConfigError, config_to_dict, describe_config, dump_config, load_config
+from swelego.config import ConfigError, config_to_dict, describe_config, dump_config, load_config, parse_sets
 from swelego.difficulty import Bucket
 from swelego.errors import SwelegoError
 
@@ -236,8 +236,8 @@ def load_build_config(path: str | Path, overrides: dict | None = None) -> BuildC
 def check_config(cfg: BuildConfig) -> None:
     """Refuse a config that would fail hours into the build, with the field to fix."""
     from data_gen.filter import OUTCOMES
-    from data_gen.rollout import POLICIES
     from data_gen.synth.pipeline import STRATEGIES
+    from swelego.agent.rollout import POLICIES
 
     def bad(where: str, value: Any, allowed) -> None:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
@@ -440,7 +440,7 @@ def wanted_trajectories(out: Path, samples: int) -> list[dict]:
     """The rollouts of the current tasks (sample < samples), one per (instance, sample), in file order.
 
     The rollout store may still hold samples of tasks a config change removed."""
-    from data_gen.rollout import trajectory_key
+    from swelego.agent.rollout import trajectory_key
 
     ids = {r["instance_id"] for r in _read_jsonl(out / "tasks" / "tasks.jsonl")}
     latest: dict[str, dict] = {}
@@ -670,7 +670,7 @@ def run_tasks_stage(ctx: Context) -> StageResult:
 
 
 def rollout_config(cfg: BuildConfig, out: Path):
-    from data_gen.rollout import RolloutConfig
+    from swelego.agent.rollout import RolloutConfig
 
     t = cfg.teacher
     return RolloutConfig(out=str(out / "trajectories"), policy=t.policy, samples=t.samples, workers=t.workers,
@@ -683,7 +683,7 @@ def rollout_config(cfg: BuildConfig, out: Path):
 
 
 def run_rollout(ctx: Context) -> StageResult:
-    from data_gen.rollout import rollout
+    from swelego.agent.rollout import rollout
     from swelego.schema import load_jsonl
 
     tasks = load_jsonl(ctx.out / "tasks" / "tasks.jsonl")
@@ -1172,7 +1172,6 @@ def build_cmd(config, out_dir, executor, only, start, force, overrides, push, pr
     then change. Writes OUT/tasks, OUT/trajectories, OUT/sft, OUT/logs, OUT/README.md (the
     card), OUT/card.json and OUT/state. See docs/data-build.md.
     """
-    import yaml
 
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
     out_console = Console(width=None if sys.stdout.isatty() else 150)
@@ -1183,12 +1182,7 @@ def build_cmd(config, out_dir, executor, only, start, force, overrides, push, pr
         return
     if config is None:
         raise click.UsageError("missing CONFIG (a YAML file; see configs/data/)")
-    extra: dict[str, Any] = {}
-    for item in overrides:
-        k, sep, v = item.partition("=")
-        if not sep or not k.strip():
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--set")
-        extra[k.strip()] = yaml.safe_load(v)
+    extra: dict[str, Any] = parse_sets(overrides)
     if out_dir:
         extra["out"] = out_dir
     if executor:

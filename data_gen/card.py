@@ -75,7 +75,7 @@ def _bucket_of(turns: int, buckets: list[Bucket]) -> str | None:
 def card_data(out: Path, cfg, states: dict) -> dict:
     """Everything the card shows, from the files of the build in `out`."""
     from data_gen.build import wanted_trajectories
-    from data_gen.rollout import policy_label
+    from swelego.agent.rollout import policy_label
 
     rows = _jsonl(out / "tasks" / "tasks.jsonl")
     synth = _json(out / "tasks" / "synthetic" / "funnel.json", {})

@@ -163,7 +163,7 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
     swebench rows). Writes OUT/trajectories.jsonl (one trajectory per line), OUT/errors.jsonl
     and OUT/summary.json. Rerunning the same command skips finished samples.
     """
-    from data_gen.rollout import RolloutConfig, policy_label, rollout
+    from swelego.agent.rollout import RolloutConfig, policy_label, progress_hooks, rollout
     from swelego.schema import load_dataset
 
     cfg = RolloutConfig(out=str(Path(out_dir).resolve()), policy=policy, samples=samples, workers=workers,
@@ -177,23 +177,11 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
     if not tasks:
         raise click.UsageError(f"{dataset} holds no tasks")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=err, transient=False) as progress:
-        bar = progress.add_task("episodes", total=None, rate="")
-
-        def on_start(s):
-            progress.update(bar, total=s.planned - s.skipped)
-            if s.skipped:
-                err.print(f"resuming: {s.skipped}/{s.planned} samples already done")
-
-        def on_result(traj, error, s):
-            if error:
-                err.print(f"[red]✗[/] {escape(error)}", highlight=False)
-            done = s.ran
-            rate = f"resolved {s.resolved}/{done} ({100 * s.resolved / done:.0f}%)" if done else ""
-            progress.update(bar, advance=1, rate=rate)
-
+                  TextColumn("{task.fields[note]}"), console=err, transient=False) as progress:
+        bar = progress.add_task("episodes", total=None, note="")
+        on_start, on_result = progress_hooks(progress, bar, err)
         summary = rollout(tasks, cfg, on_result=on_result, on_start=on_start)
-    from data_gen.rollout import load_trajectories
+    from swelego.agent.rollout import load_trajectories
 
     t = Table(title=f"rollout ({policy_label(load_trajectories(cfg.out))})")
     for col in ("tasks", "samples", "ran now", "failed", "trajectories", "resolved", "semi-resolved",
@@ -227,7 +215,7 @@ def filter_cmd(trajectories, out_dir, keep, max_turns, max_tokens, allow_git_min
     OUT/report.json.
     """
     from data_gen.filter import OUTCOMES, FilterConfig, filter_trajectories, write_filtered
-    from data_gen.rollout import load_trajectories
+    from swelego.agent.rollout import load_trajectories
 
     chosen = tuple(k.strip() for k in keep.split(",") if k.strip())
     bad = [k for k in chosen if k not in OUTCOMES]

@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from swelego.errors import SwelegoError
+from swelego.records import input_files, iter_records
 
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
@@ -32,53 +33,10 @@ EXPORT_FORMATS = ("sharegpt", "openhands")
 IMPORT_FORMATS = ("swe-lego", "openhands")
 
 
-def _input_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        main = path / "trajectories.jsonl"  # what `swelego data rollout --out DIR` writes
-        return [main] if main.exists() else sorted(path.rglob("*.jsonl"))
-    return [path]
-
-
-def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
-    """(where, record) for every record of a JSONL, JSON (an array or one object) or parquet
-    file, or of a rollout directory. A line that is not JSON yields its exception as the
-    record, so the caller can report it and go on."""
-    for file in _input_files(Path(path)):
-        if file.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            row = 0
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
-                for rec in batch.to_pylist():
-                    row += 1
-                    yield f"{file.name}:{row}", rec
-            continue
-        with open(file, encoding="utf-8") as fh:
-            head = fh.read(4096).lstrip()[:1]
-            fh.seek(0)
-            if head == "[" or (file.suffix == ".json" and head == "{"):
-                try:
-                    data = json.load(fh)
-                except json.JSONDecodeError as e:
-                    yield f"{file.name}", ValueError(f"not valid JSON ({e.msg} at line {e.lineno})")
-                    continue
-                items = data if isinstance(data, list) else [data]
-                for i, rec in enumerate(items, start=1):
-                    yield f"{file.name}[{i}]", rec
-                continue
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{file.name}:{lineno}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield f"{file.name}:{lineno}", ValueError(f"not valid JSON ({e.msg})")
-
-
 def _count(path: str | Path) -> int | None:
     """Records in JSONL inputs (lines), for the progress bar; None when unknown up front."""
     total = 0
-    for file in _input_files(Path(path)):
+    for file in input_files(Path(path)):
         if file.suffix != ".jsonl":
             return None
         with open(file, "rb") as fh:

@@ -11,20 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from swelego.config import parse_sets
+
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
-
-
-def _parse_sets(pairs: tuple[str, ...]) -> dict:
-    import yaml
-
-    overrides = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        key, value = pair.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 @click.group()
@@ -107,7 +97,7 @@ def label_cmd(traj, out_dir, config_path, disable, enable):
 
 
 def _run_overrides(data, output_dir, max_steps, no_error_mask, no_curriculum, sets) -> dict:
-    overrides = _parse_sets(sets)
+    overrides = parse_sets(sets)
     if data:
         overrides["data.paths"] = list(data)
     if output_dir:

@@ -204,3 +204,15 @@ def describe_config(cls: type, prefix: str = "") -> list[tuple[str, str, str, st
         if dataclasses.is_dataclass(tp):
             rows.extend(describe_config(tp, name + "."))
     return rows
+
+
+def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` options as overrides: dotted keys, values read as YAML (so `3e-4`,
+    `true`, `[a, b]` get their types). A pair without `=` is a ConfigError."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides

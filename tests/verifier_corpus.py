@@ -41,7 +41,7 @@ class Corpus:
 
 @functools.cache
 def corpus(seed: int = 0) -> Corpus:
-    from data_gen.rollout import RolloutConfig, load_trajectories, rollout
+    from swelego.agent.rollout import RolloutConfig, load_trajectories, rollout
     from swelego.sandbox import docker_client
     from swelego.sandbox.images import ensure_base_image
     from verifier.corpus import BUGS, toyshop_tasks

@@ -131,10 +131,9 @@ def run_cmd(dataset, split, instance_ids, limit, out_dir, policy, base_url, mode
     """
     from pathlib import Path
 
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from data_gen.rollout import RolloutConfig
+    from swelego.agent.rollout import RolloutConfig, progress_hooks
     from tts.run import TTSRunConfig, tts_run
 
     rcfg = RolloutConfig(out=str(Path(out_dir).resolve()), policy=policy, samples=samples, workers=workers,
@@ -152,16 +151,7 @@ def run_cmd(dataset, split, instance_ids, limit, out_dir, policy, base_url, mode
         episodes = progress.add_task("samples", total=None, note="")
         scoring = progress.add_task("verifier", total=None, note="", visible=False)
 
-        def on_start(s):
-            progress.update(episodes, total=s.planned - s.skipped)
-            if s.skipped:
-                err.print(f"resuming: {s.skipped}/{s.planned} samples already done")
-
-        def on_result(traj, error, s):
-            if error:
-                err.print(f"[red]✗[/] {escape(error)}", highlight=False)
-            note = f"resolved {s.resolved}/{s.ran}" if s.ran else ""
-            progress.update(episodes, advance=1, note=note)
+        on_start, on_result = progress_hooks(progress, episodes, err)
 
         def on_score(done, total):
             progress.update(scoring, completed=done, total=total, visible=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_gen.rollout import RolloutConfig, RolloutSummary, rollout
+from swelego.agent.rollout import RolloutConfig, RolloutSummary, rollout
 from swelego.errors import SwelegoError
 from swelego.schema import TaskInstance, load_dataset, save_jsonl
 

@@ -104,17 +104,12 @@ def train_cmd(config, data_paths, output_dir, max_steps, kind, sets):
     regressive: a scalar head trained with binary cross-entropy on the same prompts.
     Prints the loss curve's ends and the held-out AUC / accuracy (split by instance).
     """
-    import yaml
 
     from sft.config import load_config
+    from swelego.config import parse_sets
     from verifier.train import VerifierRunConfig, train_verifier
 
-    overrides: dict = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_sets(sets)
     if data_paths:
         overrides["data.paths"] = list(data_paths)
     if output_dir:

@@ -272,3 +272,22 @@ def policy_label(records: list[dict]) -> str:
 
 def describe(cfg: RolloutConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(cfg).items() if v is not None}
+
+
+def progress_hooks(progress, bar, console) -> tuple[Callable, Callable]:
+    """`on_start` / `on_result` callbacks of `rollout` that drive a rich progress bar (with a
+    `note` field showing the running resolve rate) and print one line per failed episode."""
+    from rich.markup import escape
+
+    def on_start(s: RolloutSummary) -> None:
+        progress.update(bar, total=s.planned - s.skipped)
+        if s.skipped:
+            console.print(f"resuming: {s.skipped}/{s.planned} samples already done")
+
+    def on_result(traj: dict | None, error: str | None, s: RolloutSummary) -> None:
+        if error:
+            console.print(f"[red]✗[/] {escape(error)}", highlight=False)
+        note = f"resolved {s.resolved}/{s.ran} ({100 * s.resolved / s.ran:.0f}%)" if s.ran else ""
+        progress.update(bar, advance=1, note=note)
+
+    return on_start, on_result
