@@ -55,6 +55,9 @@ benchmark: venv engine
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/validation.py
 	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/sft_prep.py
+	$(BIN)/python benchmarks/verifier.py
+	$(BIN)/python benchmarks/real_envs.py
 
 clean-images: venv engine
 	$(BIN)/swelego sandbox gc --all
