@@ -81,12 +81,24 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None):
 def load_model_and_tokenizer(cfg: ModelConfig, *, use_cpu: bool = False, path: str | None = None):
     """(model, tokenizer, training chat template) for `cfg`; `path` overrides where the weights
     come from (a curriculum stage's output, a checkpoint)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     src = path or model_path(cfg)
     tokenizer = load_tokenizer(cfg, src if path is None or cfg.tokenizer else path)
     template = training_chat_template(tokenizer, cfg.chat_template)
     on_gpu = has_gpu() and not use_cpu
+    config = model_config(cfg, src)
+    attn = resolve_attn_implementation(cfg.attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=_dtype(cfg.dtype, on_gpu),
+                                                 attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+    model.config.use_cache = False
+    return model, tokenizer, template
+
+
+def model_config(cfg: ModelConfig, src: str | Path):
+    """The model's config with the recipe's rope scaling (e.g. YaRN to 131072 tokens) applied."""
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(src, trust_remote_code=cfg.trust_remote_code)
     if cfg.rope_scaling:
         base = dict(getattr(config, "rope_parameters", None) or {})
@@ -94,11 +106,7 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, use_cpu: bool = False, path: s
         target = cfg.rope_scaling.get("factor", 1.0) * cfg.rope_scaling.get(
             "original_max_position_embeddings", config.max_position_embeddings)
         config.max_position_embeddings = max(config.max_position_embeddings, int(target))
-    attn = resolve_attn_implementation(cfg.attn_implementation)
-    model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=_dtype(cfg.dtype, on_gpu),
-                                                 attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
-    model.config.use_cache = False
-    return model, tokenizer, template
+    return config
 
 
 def rows_per_step(training: TrainingConfig) -> int:

@@ -97,21 +97,15 @@ def load_base(model: ModelConfig, kind: str, *, seed: int, use_cpu: bool):
     """(model, tokenizer) for a verifier run: a causal LM (generative) or the same checkpoint with
     a one-output classification head (regressive); `tiny` is built offline by the SFT room."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from sft.trainer import has_gpu, load_tokenizer, model_path, resolve_attn_implementation
+    from sft.trainer import has_gpu, load_tokenizer, model_config, model_path, resolve_attn_implementation
 
     src = model_path(model, seed)
     tokenizer = load_tokenizer(model, src)
     if model.chat_template not in ("auto", ""):
         tokenizer.chat_template = Path(model.chat_template).read_text(encoding="utf-8")
-    config = AutoConfig.from_pretrained(src, trust_remote_code=model.trust_remote_code)
-    if model.rope_scaling:
-        base = dict(getattr(config, "rope_parameters", None) or {})
-        config.rope_parameters = {**base, **model.rope_scaling}
-        target = model.rope_scaling.get("factor", 1.0) * model.rope_scaling.get(
-            "original_max_position_embeddings", config.max_position_embeddings)
-        config.max_position_embeddings = max(config.max_position_embeddings, int(target))
+    config = model_config(model, src)
     on_gpu = has_gpu() and not use_cpu
     dtype = ("auto" if on_gpu else torch.float32) if model.dtype == "auto" else getattr(torch, model.dtype)
     kwargs = {"config": config, "dtype": dtype, "attn_implementation": resolve_attn_implementation(

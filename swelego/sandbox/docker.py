@@ -239,7 +239,10 @@ class DockerSandbox:
         api = self.client.api
         exec_id = api.exec_create(
             self.container.id,
-            ["bash", "-c", cmd],
+            # stderr joins stdout in one pipe, so the output keeps the order it was written in
+            # (two streams would be interleaved in arrival order); line numbers in bash's
+            # own messages stay those of `cmd`.
+            ["bash", "-c", 'exec bash -c "$1" 2>&1', "bash", cmd],
             environment={**self.env, **(env or {}), EXEC_MARKER: token},
             workdir=workdir or self.workdir,
             user=user,
