@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,11 @@ from swelego.schema import TaskInstance, save_jsonl
 TEST_LOG_MAX = 64 * 1024 * 1024
 START = ">>>>> Start Test Output"
 END = ">>>>> End Test Output"
+# Where our grader and swebench's harness leave the patch they applied (the eval script reads them).
+PATCH_FILES = ("/tmp/swelego.patch", "/tmp/patch.diff")
+# swebench's markers for an invalid run: any of them in the log makes the grade an error.
+RESET_FAILED = ">>>>> Reset Failed"
+APPLY_FAILED = ">>>>> Patch Apply Failed"
 # Heredoc delimiter for patches inside eval scripts; cannot occur in a unified diff line.
 _EOF = "EOF_SWELEGO_7f3a9c"
 PASSED_STATES = ("PASSED", "XFAIL")
@@ -75,15 +83,26 @@ def run_tests(sandbox: Sandbox, test_cmd: str, *, timeout: float = 1800,
 
 
 def patch_files(patch: str) -> list[str]:
-    """Paths a unified diff touches (new and old names)."""
-    out = []
+    """Paths a unified diff touches (new and old names), from `diff --git` headers and, for
+    plain unified diffs (which `patch` applies), from `---` / `+++` lines."""
+    out: list[str] = []
+
+    def add(p: str) -> None:
+        p = p.strip().split("\t", 1)[0]
+        if p.startswith('"') and p.endswith('"'):
+            p = p[1:-1]
+        p = p[2:] if p[:2] in ("a/", "b/") else p
+        if p and p != "/dev/null" and p not in out:
+            out.append(p)
+
     for line in patch.splitlines():
         if line.startswith("diff --git "):
-            parts = line.split()
-            for p in parts[2:4]:
-                p = p[2:] if p[:2] in ("a/", "b/") else p
-                if p not in out:
-                    out.append(p)
+            for p in line.split()[2:4]:
+                add(p)
+        elif line.startswith(("--- ", "+++ ")):
+            add(line[4:])
+        elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
+            add(line.split(" ", 2)[2])
     return out
 
 
@@ -92,25 +111,114 @@ def added_lines(patch: str) -> list[str]:
     return [ln[1:].strip() for ln in patch.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
 
 
+# -- test infrastructure ---------------------------------------------------------------
+# What decides a pytest run's outcome besides the code under test, from pytest's own
+# mechanics: test modules (collection), conftest.py at any depth (collected from the rootdir
+# down to every test directory: hooks, fixtures, `pytest_plugins`), ini files at any depth
+# (rootdir/inifile discovery walks up from the arguments: addopts, `-p` plugins,
+# python_files), modules that shadow the runner or run at interpreter start
+# (sitecustomize, .pth, a local pytest.py or pluggy), in-tree distribution metadata
+# (pytest11 entry points are loaded from every distribution on sys.path) and bytecode
+# (pytest's rewritten-assertion caches). The grading restores all of it to the base commit
+# and removes what the base commit does not have, so a patch can only change code.
+TEST_INFRA_FILES = (
+    "conftest.py", "test_*.py", "*_test.py", "tests.py",
+    "pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "noxfile.py",
+    "sitecustomize.py", "usercustomize.py", "*.pth", "pytest.py", "py.py", "*.pyc",
+)
+TEST_INFRA_DIRS = ("test", "tests", "__pycache__", "_pytest", "pluggy", "*.egg-info", "*.dist-info")
+
+
+def is_test_infra(path: str) -> bool:
+    """True for a path the grading restores (see TEST_INFRA_FILES / TEST_INFRA_DIRS)."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if not parts:
+        return False
+    if any(fnmatch.fnmatchcase(parts[-1], pat) for pat in TEST_INFRA_FILES):
+        return True
+    return any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in TEST_INFRA_DIRS)
+
+
+def test_infra_pathspecs(extra: Iterable[str] = ()) -> list[str]:
+    """git pathspecs that match exactly what `is_test_infra` accepts, plus literal `extra`."""
+    specs = [f":(glob)**/{pat}" for pat in TEST_INFRA_FILES]
+    for pat in TEST_INFRA_DIRS:
+        specs += [f":(glob)**/{pat}", f":(glob)**/{pat}/**"]
+    return specs + [f":(literal){p}" for p in dict.fromkeys(extra) if p]
+
+
+def test_ids_files(tests: Iterable[str]) -> list[str]:
+    """The files behind pytest node ids (`tests/test_x.py::test_y[...]` -> `tests/test_x.py`)."""
+    out = []
+    for t in tests:
+        f = t.split("::", 1)[0]
+        if f.endswith(".py") and f not in out:
+            out.append(f)
+    return out
+
+
+def _restore_block(base_commit: str, specs: list[str]) -> str:
+    """Shell that puts the test infrastructure back as the base commit has it.
+
+    Git runs with hooks, fsmonitor and replace objects off and with the repository's
+    configuration rewritten as `git init` writes it: a patch applied by the `patch`
+    fallback could otherwise reach `.git/` and have git run its code. A temporary index
+    of the base tree lists what the base has (restored with checkout-index) and, through
+    `ls-files --others`, what it does not have (removed, ignored files included)."""
+    quoted = " ".join(shlex.quote(s) for s in specs)
+    b = shlex.quote(base_commit)
+    patches = " ".join(PATCH_FILES)
+    return f"""\
+export GIT_NO_REPLACE_OBJECTS=1 GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_TERMINAL_PROMPT=0
+SWELEGO_GIT=(git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.autocrlf=false)
+SWELEGO_INFRA=({quoted})
+swelego_restore() {{
+  # A patch that names a path in .git or outside the tree is no fix (the `patch` fallback of
+  # swebench's harness writes .git/config, and git then runs what it says): an invalid run.
+  local p; for p in {patches}; do
+    [ -f "$p" ] || continue
+    grep -qaE '^(diff --git|---|\\+\\+\\+|rename to|copy to) (.*/)?\\.git(/| |$)' "$p" && return 1
+    grep -aE '^(---|\\+\\+\\+) (/|([ab]/)?\\.\\./)' "$p" | grep -qvE '^(---|\\+\\+\\+) /dev/null' && return 1
+  done
+  printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfilemode = true\\n\\tbare = false\\n\\tlogallrefupdates = true\\n' > .git/config || return 1
+  local idx; idx=$(mktemp) || return 1
+  rm -f "$idx"
+  GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" read-tree {b} || return 1
+  GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" ls-files -z --others -- "${{SWELEGO_INFRA[@]}}" | xargs -0 -r rm -rf -- || return 1
+  GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" ls-files -z -- "${{SWELEGO_INFRA[@]}}" \\
+    | GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" checkout-index -f -z --stdin || return 1
+  rm -f "$idx"
+}}"""
+
+
 def make_eval_script(*, base_commit: str, test_cmd: str, test_patch: str = "",
-                     test_files: list[str] | None = None, workdir: str = "/testbed") -> str:
-    """An eval.sh in swebench's shape: reset the test files, apply the test patch, run the
-    tests between the markers, reset the test files again."""
-    files = test_files if test_files is not None else patch_files(test_patch)
-    reset = ""
-    if files:
-        quoted = " ".join(f"'{f}'" for f in files)
-        # Files the test patch creates do not exist at base_commit: remove rather than check out.
-        reset = (f"for f in {quoted}; do if git cat-file -e {base_commit}:\"$f\" 2>/dev/null; "
-                 f"then git checkout -q {base_commit} -- \"$f\"; else rm -f \"$f\"; fi; done")
-    lines = ["#!/bin/bash", "set -uxo pipefail", f"cd {workdir}"]
-    if reset:
-        lines.append(reset)
+                     test_files: list[str] | None = None, tests: Iterable[str] = (),
+                     log_parser: str = "parse_log_pytest", workdir: str = "/testbed") -> str:
+    """An eval.sh in swebench's shape that a patch cannot game.
+
+    Before the tests run, every piece of test infrastructure (`is_test_infra`, the files
+    the test patch touches, the files behind `tests` = FAIL_TO_PASS + PASS_TO_PASS ids) is
+    restored to `base_commit` and what the base does not have is removed; then the test
+    patch is applied and the tests run with the base configuration. Output is one stream
+    (stderr joined at the source, no `set -x` trace) and the markers are echoed, so the
+    log reads the same however the harness interleaves streams. For pytest parsers, the
+    FAILED / ERROR lines of the run are repeated last: swebench's parser keeps the last
+    line of an id, so code under test that prints a forged `PASSED <id>` (from an atexit
+    handler, say) cannot overwrite a real failure. swebench records the test command's
+    exit status from the line before the end marker.
+    """
+    files = list(test_files) if test_files is not None else patch_files(test_patch)
+    files += [f for f in test_ids_files(tests) if f not in files]
+    log = "/tmp/swelego-test-output.log"
+    lines = ["#!/bin/bash", "set -uxo pipefail", "set +x", "exec 2>&1", f"cd {shlex.quote(workdir)}",
+             _restore_block(base_commit, test_infra_pathspecs(files)),
+             f"swelego_restore || echo '{RESET_FAILED}'"]
     if test_patch.strip():
-        lines += [f"git apply --verbose - <<'{_EOF}'", test_patch.rstrip("\n"), _EOF]
-    lines += [f": '{START}'", test_cmd, f": '{END}'"]
-    if reset:
-        lines.append(reset)
+        lines += [f"git apply --verbose - <<'{_EOF}' || echo '{APPLY_FAILED}'", test_patch.rstrip("\n"), _EOF]
+    lines += [f"echo '{START}'", f"( {test_cmd} ) 2>&1 | tee {log}", "swelego_rc=${PIPESTATUS[0]}"]
+    if log_parser.startswith("parse_log_pytest"):
+        lines.append(f"grep -aE '^(FAILED|ERROR) ' {log}")
+    lines += ["(exit $swelego_rc)", f"echo '{END}'", "swelego_restore"]
     return "\n".join(lines) + "\n"
 
 
@@ -124,14 +232,27 @@ class Grade:
     patch_applied: bool = True
 
 
+def unsafe_patch_paths(patch: str) -> list[str]:
+    """Paths of `patch` outside the working tree or inside `.git` (no fix needs them; `patch`
+    would write them and git would then run what they say)."""
+    bad = []
+    for p in patch_files(patch):
+        parts = p.split("/")
+        if p.startswith("/") or ".." in parts or any(x.lower() == ".git" for x in parts):
+            bad.append(p)
+    return bad
+
+
 def apply_patch(sandbox: Sandbox, patch: str, timeout: float = 120) -> bool:
     """Apply `patch` in /testbed the way swebench does (git apply, then fuzzier fallbacks)."""
     if not patch.strip():
         return True
-    sandbox.write_file("/tmp/swelego.patch", patch if patch.endswith("\n") else patch + "\n")
+    if unsafe_patch_paths(patch):
+        return False
+    sandbox.write_file(PATCH_FILES[0], patch if patch.endswith("\n") else patch + "\n")
     for cmd in ("git apply --verbose", "git apply --verbose --3way",
                 "patch --batch --forward --fuzz=5 -p1 -i"):
-        if sandbox.exec(f"{cmd} /tmp/swelego.patch", timeout=timeout).exit_code == 0:
+        if sandbox.exec(f"{cmd} {PATCH_FILES[0]}", timeout=timeout).exit_code == 0:
             return True
         sandbox.exec("git checkout -q -- . && git clean -qfd", timeout=timeout)
     return False
@@ -186,14 +307,17 @@ def validate_task(sandbox: Sandbox, task: TaskInstance, *, timeout: float = 1800
     sandbox.reset("git")
     if not f2p:
         raise SwelegoError(f"{task.instance_id}: the gold patch makes no test pass that failed before (no FAIL_TO_PASS)")
-    return task.model_copy(update={"FAIL_TO_PASS": f2p, "PASS_TO_PASS": p2p})
+    # The eval script now also restores the files behind the graded tests.
+    script = make_eval_script(base_commit=task.base_commit, test_cmd=task.test_cmd, test_patch=task.test_patch,
+                              tests=f2p + p2p, log_parser=task.log_parser) if task.test_cmd else task.eval_script
+    return task.model_copy(update={"FAIL_TO_PASS": f2p, "PASS_TO_PASS": p2p, "eval_script": script})
 
 
 def new_task(env, *, instance_id: str, patch: str, test_patch: str = "", problem_statement: str = "",
              test_files: list[str] | None = None, **fields) -> TaskInstance:
     """A row for the environment image `env` (an EnvImage) with its eval_script generated."""
     script = make_eval_script(base_commit=env.base_commit, test_cmd=env.test_cmd, test_patch=test_patch,
-                              test_files=test_files)
+                              test_files=test_files, log_parser=env.log_parser)
     return TaskInstance(instance_id=instance_id, repo=env.repo, base_commit=env.base_commit, patch=patch,
                         test_patch=test_patch, problem_statement=problem_statement, image=env.image,
                         eval_script=script, log_parser=env.log_parser, version=env.version,

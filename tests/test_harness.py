@@ -36,8 +36,14 @@ def test_eval_script_has_swebench_shape():
     assert patch_files(TEST_PATCH) == ["tests/test_even.py"]
     lines = script.splitlines()
     assert lines[:2] == ["#!/bin/bash", "set -uxo pipefail"]
-    start = lines.index(": '>>>>> Start Test Output'")
-    assert lines[start + 1] == "pytest -rA" and lines[start + 2] == ": '>>>>> End Test Output'"
+    # No xtrace, one stream: the markers appear once, in order, whatever the harness interleaves.
+    assert lines[2:4] == ["set +x", "exec 2>&1"]
+    start = lines.index("echo '>>>>> Start Test Output'")
+    end = lines.index("echo '>>>>> End Test Output'")
+    assert lines[start + 1].startswith("( pytest -rA ) 2>&1 | tee ")
+    # swebench records the exit status from the line before the end marker: the test command's.
+    assert lines[end - 1] == "(exit $swelego_rc)"
+    assert script.index("swelego_restore ||") < script.index("git apply --verbose -") < script.index(lines[start])
     assert "+def test_median_even():" in script
 
 

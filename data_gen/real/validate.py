@@ -350,7 +350,8 @@ class _RepoValidator:
         row = TaskInstance(
             instance_id=c.instance_id, repo=c.repo, base_commit=base, patch=c.patch, test_patch=c.test_patch,
             problem_statement=statement, hints_text=c.hints_text, FAIL_TO_PASS=f2p, PASS_TO_PASS=p2p, image=image,
-            eval_script=make_eval_script(base_commit=base, test_cmd=spec.test_cmd, test_patch=c.test_patch),
+            eval_script=make_eval_script(base_commit=base, test_cmd=spec.test_cmd, test_patch=c.test_patch,
+                                          tests=f2p + p2p, log_parser=spec.log_parser),
             log_parser=spec.log_parser, version=task.key[:12], source="real", strategy=c.origin,
             test_cmd=spec.test_cmd, **({"created_at": c.created_at} if c.created_at else {}),
             metadata={"upstream_commit": c.base_commit, "source": c.source, "ref": c.ref, "issues": c.issues,
