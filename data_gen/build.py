@@ -106,8 +106,9 @@ class RealConfig:
     max_commits: int | None = _doc("Examine only the newest N commits of each git source.", default=None)
     issues: str | None = _doc("Local issue texts (JSON/JSONL file or directory) for commits that cite #N.",
                               default=None)
-    statement: str = _doc("`commit`: the commit message is the problem statement; `llm`: written by the "
-                          "LLM from the diff and failing tests when `llm` is configured.", default="commit")
+    merges: bool = _doc("Examine merge commits of git sources too (first-parent history); by default they "
+                        "are skipped. A commit's statement is its issue text, else written from the failing "
+                        "tests (LLM when `llm` is configured, else a template), never its message.", default=False)
     github: list[str] = _doc("OWNER/REPO repositories whose merged pull requests are mined (`data mine-prs`).",
                              default_factory=list)
     api_url: str = _doc("GitHub REST root (GitHub Enterprise: https://HOST/api/v3).",
@@ -247,8 +248,6 @@ def check_config(cfg: BuildConfig) -> None:
     for s in cfg.synthetic.strategies:
         if s not in STRATEGIES:
             bad("synthetic.strategies", s, STRATEGIES)
-    if cfg.real.statement not in ("commit", "llm"):
-        bad("real.statement", cfg.real.statement, ("commit", "llm"))
     from data_gen.real.validate import ValidateConfig
 
     allowed = [f for f in ValidateConfig.__dataclass_fields__ if f not in _VALIDATE_SET_BY_BUILD]
@@ -594,7 +593,7 @@ def run_real(ctx: Context) -> StageResult:
     failed = 0
     if git_sources:
         s = mine_git(git_sources, out / "mined-git", log=ctx.log, progress=on_mined, rev_range=rc.rev_range,
-                     max_commits=rc.max_commits, issues=issues, statement=rc.statement,
+                     max_commits=rc.max_commits, issues=issues, merges=rc.merges,
                      filters=rc.filters, **decon)
         summary["mined"]["git"] = s
         failed += len(s.get("errors", {}))
@@ -835,7 +834,7 @@ STAGES: tuple[Stage, ...] = (
           lambda c: {"real": c.real, "decontamination": c.decontamination, "llm": c.llm,
                      "namespace": c.namespace, "base": c.base},
           lambda c: {"namespace": c.namespace, "base": c.base, "llm": c.llm, "filters": c.real.filters,
-                     "statement": c.real.statement, "validate": c.real.validate,
+                     "merges": c.real.merges, "validate": c.real.validate,
                      "decontamination": c.decontamination},
           run_real, "real tasks mined from real.git histories and real.github pull requests"),
     Stage("tasks", ("synth", "real"), ("tasks/tasks.jsonl", "tasks/dataset", "tasks/report.json"),

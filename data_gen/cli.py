@@ -163,8 +163,7 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
     swebench rows). Writes OUT/trajectories.jsonl (one trajectory per line), OUT/errors.jsonl
     and OUT/summary.json. Rerunning the same command skips finished samples.
     """
-    from swelego.agent.rollout import RolloutConfig, policy_label, progress_hooks, rollout
-    from swelego.schema import load_dataset
+    from swelego.agent.rollout import RolloutConfig, load_rollout_tasks, policy_label, progress_hooks, rollout
 
     cfg = RolloutConfig(out=str(Path(out_dir).resolve()), policy=policy, samples=samples, workers=workers,
                         executor=executor, ray_address=ray_address, max_turns=max_turns,
@@ -173,14 +172,16 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
                         api_key_env=api_key_env, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                         tool_format=tool_format)
     cfg.validate()
-    tasks = load_dataset(dataset)
+    tasks, bad_rows = load_rollout_tasks(dataset, log=lambda m: err.print(f"[red]✗[/] {escape(m)}",
+                                                                          highlight=False, soft_wrap=True))
     if not tasks:
-        raise click.UsageError(f"{dataset} holds no tasks")
+        raise click.UsageError(f"{dataset} holds no tasks"
+                               + (f" ({len(bad_rows)} malformed row(s))" if bad_rows else ""))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[note]}"), console=err, transient=False) as progress:
         bar = progress.add_task("episodes", total=None, note="")
         on_start, on_result = progress_hooks(progress, bar, err)
-        summary = rollout(tasks, cfg, on_result=on_result, on_start=on_start)
+        summary = rollout(tasks, cfg, on_result=on_result, on_start=on_start, bad_rows=bad_rows)
     from swelego.agent.rollout import load_trajectories
 
     t = Table(title=f"rollout ({policy_label(load_trajectories(cfg.out))})")
@@ -194,6 +195,9 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
               f"{summary.seconds:.0f}")
     out.print(t)
     out.print("exit reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.exit_reasons.items())))
+    if bad_rows:
+        out.print(f"skipped {len(bad_rows)} malformed row(s) of {escape(dataset)} "
+                  "(listed above and in summary.json)", highlight=False)
     out.print(f"trajectories in {cfg.out}/trajectories.jsonl")
     if summary.failed and not summary.trajectories:
         sys.exit(1)

@@ -1,5 +1,6 @@
-"""Problem statements for synthetic bugs, written like a user's bug report rather than a test log.
-A statement must never give away the fix or the names of the tests that will check it."""
+"""Problem statements for synthetic bugs and for real fixes mined from git history, written like a
+user's bug report rather than a test log. A statement must never give away the fix, the names
+of the tests that will check it, or (for real tasks) the code of the hidden test patch."""
 
 from __future__ import annotations
 
@@ -141,14 +142,25 @@ def llm_statement(client, *, bug_patch: str, failing_tests: list[str], test_log:
     return answer.strip() + "\n"
 
 
-def leak_reasons(statement: str, *, fix_patch: str, failing_tests: list[str]) -> list[str]:
-    """Why `statement` is unsafe to show a solver: fix lines, test names or diff syntax in it."""
+def _quotable(line: str) -> str | None:
+    """A patch line as it would read quoted in prose, when it says enough to be a leak."""
+    text = " ".join(line.split())
+    return text if len(text.replace(" ", "")) >= 8 and text not in _TRIVIAL else None
+
+
+def leak_reasons(statement: str, *, fix_patch: str, failing_tests: list[str], test_patch: str = "") -> list[str]:
+    """Why `statement` is unsafe to show a solver: fix lines, test names or diff syntax in it,
+    and lines of `test_patch` (the hidden tests of a real task; imports are no leak)."""
     reasons: list[str] = []
     flat = " ".join(statement.split())
     for line in added_lines(fix_patch):
-        added = " ".join(line.split())
-        if len(added.replace(" ", "")) >= 8 and added not in _TRIVIAL and added in flat:
+        added = _quotable(line)
+        if added and added in flat:
             reasons.append(f"contains a line of the fix: {added!r}")
+    for line in added_lines(test_patch):
+        added = _quotable(line)
+        if added and not added.startswith(("import ", "from ")) and added in flat:
+            reasons.append(f"quotes a line of the hidden tests: {added!r}")
     for test in failing_tests:
         if test in statement:
             reasons.append(f"names failing test {test!r}")
@@ -168,8 +180,18 @@ def write_problem_statement(
     fix_patch: str,
     failing_tests: list[str],
     test_log: str,
+    issue: str = "",
+    test_patch: str = "",
 ) -> tuple[str, str]:
-    """(statement, origin): the LLM's report when it is clean, else the template ("template")."""
+    """(statement, origin): `issue` (a real task's issue text, "issue") when it is clean, else
+    the LLM's report when it is clean ("llm"), else the template ("template"). Clean means
+    leak_reasons finds nothing, `test_patch` (hidden tests) included."""
+
+    def leaks(text: str) -> list[str]:
+        return leak_reasons(text, fix_patch=fix_patch, failing_tests=failing_tests, test_patch=test_patch)
+
+    if issue.strip() and not leaks(issue):
+        return issue.strip() + "\n", "issue"
     if client is not None:
         try:
             statement = llm_statement(
@@ -177,17 +199,13 @@ def write_problem_statement(
             )
         except SwelegoError:
             statement = ""
-        if statement and not leak_reasons(statement, fix_patch=fix_patch, failing_tests=failing_tests):
+        if statement and not leaks(statement):
             return statement, "llm"
     statement = template_statement(
         path=path, function=function, failing_tests=failing_tests, test_log=test_log
     )
-    if leak_reasons(statement, fix_patch=fix_patch, failing_tests=failing_tests):
+    if leaks(statement):
         # An error message can quote the fixed expression itself; drop just those lines.
-        kept = [
-            line
-            for line in statement.splitlines()
-            if not leak_reasons(line, fix_patch=fix_patch, failing_tests=failing_tests)
-        ]
+        kept = [line for line in statement.splitlines() if not leaks(line)]
         statement = "\n".join(kept) + "\n"
     return statement, "template"

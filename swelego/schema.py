@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SWEBENCH_FIELDS = (
     "instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "FAIL_TO_PASS",
@@ -92,15 +92,35 @@ def save_jsonl(tasks: Iterable[TaskInstance], path: str | Path) -> Path:
     return path
 
 
-def load_jsonl(path: str | Path) -> list[TaskInstance]:
+def row_problem(where: str, e: Exception) -> str:
+    """One line saying why the row at `where` (`file:N`) is not a task row."""
+    if isinstance(e, json.JSONDecodeError):
+        why = f"not valid JSON ({e.msg})"
+    elif isinstance(e, ValidationError):  # name the fields, not pydantic's whole dump
+        errs = e.errors()
+        why = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'row'}: {x['msg']}" for x in errs[:3])
+        why += f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
+    else:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"{where}: not a task row ({why[:300]})"
+
+
+def load_jsonl(path: str | Path, *, problems: list[str] | None = None) -> list[TaskInstance]:
+    """Task rows of a JSONL file. A malformed line raises ValueError (`file:N: ...`); with
+    `problems`, that line is appended there instead and the load goes on with the rest."""
     out = []
-    with Path(path).open() as f:
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    out.append(TaskInstance.from_row(json.loads(line)))
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError(f"a JSON {type(row).__name__}, not an object")
+                    out.append(TaskInstance.from_row(row))
                 except Exception as e:
-                    raise ValueError(f"{path}:{n}: not a task row ({e})") from None
+                    if problems is None:
+                        raise ValueError(row_problem(f"{path}:{n}", e)) from None
+                    problems.append(row_problem(f"{path}:{n}", e))
     return out
 
 
@@ -112,33 +132,46 @@ def to_dataset(tasks: Iterable[TaskInstance]):
         {name: datasets.List(datasets.Value("string")) if name in ("FAIL_TO_PASS", "PASS_TO_PASS")
          else datasets.Value("string") for name in TaskInstance.model_fields}
     )
+    if not rows:  # from_list([]) knows no columns and fails against the features
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     return datasets.Dataset.from_list(rows, features=features)
 
 
-def from_dataset(ds) -> list[TaskInstance]:
-    return [TaskInstance.from_row(r) for r in ds]
+def from_dataset(ds, *, problems: list[str] | None = None, where: str = "dataset") -> list[TaskInstance]:
+    """Rows of a `datasets.Dataset`; `problems` as in load_jsonl (rows are named `where[i]`)."""
+    if problems is None:
+        return [TaskInstance.from_row(r) for r in ds]
+    out = []
+    for i, r in enumerate(ds):
+        try:
+            out.append(TaskInstance.from_row(r))
+        except Exception as e:
+            problems.append(row_problem(f"{where}[{i}]", e))
+    return out
 
 
 def save_dataset(tasks: Iterable[TaskInstance], out_dir: str | Path) -> Path:
     """Write `out_dir/dataset` (save_to_disk) and `out_dir/tasks.jsonl` (for humans and swebench)."""
     tasks = list(tasks)
     out_dir = Path(out_dir)
-    to_dataset(tasks).save_to_disk(str(out_dir / "dataset"))
+    # One shard even when empty: a dataset saved with zero shards cannot be loaded again.
+    to_dataset(tasks).save_to_disk(str(out_dir / "dataset"), num_shards=1 if not tasks else None)
     save_jsonl(tasks, out_dir / "tasks.jsonl")
     return out_dir
 
 
-def load_dataset(path: str | Path) -> list[TaskInstance]:
-    """Load rows from a JSONL file, a save_to_disk directory, or a directory holding either."""
+def load_dataset(path: str | Path, *, problems: list[str] | None = None) -> list[TaskInstance]:
+    """Load rows from a JSONL file, a save_to_disk directory, or a directory holding either.
+    With `problems`, malformed rows are described there (`file:N: ...`) and skipped."""
     import datasets
 
     path = Path(path)
     if path.is_file():
-        return load_jsonl(path)
+        return load_jsonl(path, problems=problems)
     if (path / "dataset_info.json").exists() or (path / "state.json").exists():
-        return from_dataset(datasets.load_from_disk(str(path)))
+        return from_dataset(datasets.load_from_disk(str(path)), problems=problems, where=str(path))
     if (path / "dataset").is_dir():
-        return load_dataset(path / "dataset")
+        return load_dataset(path / "dataset", problems=problems)
     if (path / "tasks.jsonl").exists():
-        return load_jsonl(path / "tasks.jsonl")
+        return load_jsonl(path / "tasks.jsonl", problems=problems)
     raise FileNotFoundError(f"no task dataset at {path}")

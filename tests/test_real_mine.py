@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import openai_server as fake_openai
@@ -55,9 +56,12 @@ def test_mine_git_finds_exactly_the_fix_commits(demo_repo, tmp_path):
     assert median.base_commit == git(demo_repo, "rev-parse", f"{median.ref}~1").strip()
     assert "minicalc/stats.py" in median.patch and "tests/" not in median.patch
     assert "def test_median_even" in median.test_patch and "minicalc/" not in median.test_patch
-    assert median.problem_statement.startswith("Fix median of even-length lists (#1)")
-    assert "median() is wrong for lists of even length" in median.problem_statement  # the local issue #1
-    assert "Signed-off-by" not in median.problem_statement and median.issues == [1]
+    # the statement is the local issue #1; the message describes the fix and is metadata only
+    assert median.problem_statement == ("median() is wrong for lists of even length\n"
+                                        "`median([1, 2])` returns 2, but the median of 1 and 2 is 1.5.\n")
+    assert median.statement_origin == "issue" and median.issues == [1]
+    assert median.metadata["commit_message"].startswith("Fix median of even-length lists (#1)\n\nThe median")
+    assert "Signed-off-by" not in median.metadata["commit_message"]
     # the README typo "fix" touches no test; the feature and test-only commits are no fixes
     assert summary["repos"]["minicalc"] == {"candidate": 2, "filtered": 1, "contaminated": 0, "no_issue": 0,
                                             "not_a_fix": 4, "error": 0}
@@ -81,12 +85,16 @@ def test_rev_range_merge_commits_and_urls(demo_repo, tmp_path, monkeypatch):
     git(repo, "commit", "-q", "-m", "wip")
     git(repo, "checkout", "-q", "main")
     git(repo, "merge", "-q", "--no-ff", "topic", "-m", "Merge pull request #3: mean() crashes on empty lists")
-    s = mine_git([str(repo)], tmp_path / "m", rev_range="HEAD~1..HEAD")
+    # by default the merge is skipped and the branch's commit is examined on its own ("wip": no fix)
+    s = mine_git([str(repo)], tmp_path / "d", rev_range="HEAD~1..HEAD")
+    assert s["candidates"] == 0 and s["repos"]["merged"]["not_a_fix"] == 1 and s["merges_skipped"] == {"merged": 1}
+    s = mine_git([str(repo)], tmp_path / "m", rev_range="HEAD~1..HEAD", merges=True)
     (cand,) = load_candidates(tmp_path / "m")
     assert cand.ref == git(repo, "rev-parse", "HEAD").strip() and cand.metadata["merge"] is True
     assert cand.base_commit == git(repo, "rev-parse", "HEAD^1").strip()  # the first parent
     assert "tests/test_empty.py" in cand.test_patch and "if xs else 0.0" in cand.patch
     assert sum(s["repos"]["merged"].values()) == 1  # the branch's "wip" commit is not examined on its own
+    assert cand.problem_statement == "" and "mean() crashes" in cand.metadata["commit_message"]
     monkeypatch.setenv("SWELEGO_CACHE", str(tmp_path / "cache"))
     url = f"file://{demo_repo}"
     s = mine_git([url], tmp_path / "url")
@@ -239,3 +247,110 @@ def test_load_candidates_accepts_store_lines_and_rejects_junk(tmp_path, demo_rep
     bad.write_text(json.dumps({"hello": 1}) + "\n")
     with pytest.raises(ValueError, match="not a candidate record"):
         load_candidates(bad)
+
+
+# -- statements of mined commits: never the commit message, leak-checked like synthetic ones --------
+EMPTY_FIX = "Fix #3: return 0.0 for the mean of an empty list instead of dividing by zero"
+
+
+@pytest.fixture(scope="module")
+def merged_repo(demo_repo, tmp_path_factory) -> tuple[Path, str, str]:
+    """The demo history plus a pull request merged the way GitHub merges them: a branch commit
+    "Fix #3: …" and a merge commit "Merge pull request #100 from …" that repeats it."""
+    repo = tmp_path_factory.mktemp("merges") / "minicalc"
+    shutil.copytree(demo_repo, repo)
+    git(repo, "checkout", "-q", "-b", "dev/empty-mean")
+    stats = repo / "minicalc" / "stats.py"
+    stats.write_text(stats.read_text().replace("    return sum(xs) / len(xs)\n",
+                                               "    if not xs:\n        return 0.0\n    return sum(xs) / len(xs)\n"))
+    (repo / "tests" / "test_empty.py").write_text(
+        "from minicalc.stats import mean\n\n\ndef test_mean_of_nothing():\n    assert mean([]) == 0.0\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", EMPTY_FIX)
+    fix = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--no-ff", "dev/empty-mean", "-m", f"Merge pull request #100 from dev/empty-mean\n\n{EMPTY_FIX}")
+    return repo, fix, git(repo, "rev-parse", "HEAD").strip()
+
+
+def test_merge_commits_are_skipped_and_messages_never_become_statements(merged_repo, tmp_path):
+    repo, fix, merge = merged_repo
+    r = subprocess.run([SWELEGO, "data", "mine-git", str(repo), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "1 merge commit(s) not examined (--merges" in r.stdout
+    cands = {c.ref: c for c in load_candidates(tmp_path / "out")}
+    assert merge not in cands and fix in cands and len(cands) == 3  # the two demo fixes and the branch commit
+    assert not any(c.metadata["merge"] for c in cands.values())
+    messages = {sha: git(repo, "log", "-1", "--format=%B", sha).strip() for sha in cands}
+    for sha, c in cands.items():
+        assert messages[sha].startswith(c.metadata["commit_message"].strip())  # trailers dropped
+        subject = messages[sha].splitlines()[0]
+        assert subject not in c.problem_statement and "Fix" not in c.problem_statement
+    empty = cands[fix]
+    assert empty.problem_statement == "" and empty.statement_origin == "tests" and empty.hints_text == ""
+    assert empty.patch.count("return 0.0") == 1 and "test_mean_of_nothing" in empty.test_patch
+    # --merges: the merge commit is the candidate (against its first parent), its branch is not walked
+    r = subprocess.run([SWELEGO, "data", "mine-git", str(repo), "--out", str(tmp_path / "merges"), "--merges",
+                        "--rev-range", "HEAD~1..HEAD"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (cand,) = load_candidates(tmp_path / "merges")
+    assert cand.ref == merge and cand.metadata["merge"] is True and cand.problem_statement == ""
+    assert cand.metadata["commit_message"].startswith("Merge pull request #100 from dev/empty-mean")
+
+
+def _failing_run(repo: Path, c) -> tuple[str, str]:
+    """(the code change that reverts the fix, pytest's log of the unfixed tree with the test patch)
+    — what validation has in hand when it writes the statement, produced here with the host's pytest."""
+    tree = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True, check=True).stdout.strip())
+    try:
+        subprocess.run(f"git -C {repo} archive {c.base_commit} | tar -x -C {tree}", shell=True, check=True)
+        subprocess.run(["git", "apply", "-"], cwd=tree, input=c.test_patch, text=True, check=True)
+        run = subprocess.run([sys.executable, "-m", "pytest", "-rfEsxXp", "-p", "no:cacheprovider", "tests"],
+                             cwd=tree, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    finally:
+        shutil.rmtree(tree)
+    bug = git(repo, "diff", "--src-prefix=a/", "--dst-prefix=b/", c.ref, c.base_commit, "--", "minicalc")
+    return bug, run.stdout
+
+
+def test_commit_statement_is_the_llms_report_from_the_failing_tests_and_leak_free(
+        merged_repo, tmp_path, openai_server):
+    from data_gen.issue_text import leak_reasons
+    from data_gen.real.validate import commit_statement
+
+    repo, fix, _ = merged_repo
+    mine_git([str(repo)], tmp_path / "out")
+    c = next(c for c in load_candidates(tmp_path / "out") if c.ref == fix)
+    bug, log = _failing_run(repo, c)
+    f2p = ["tests/test_empty.py::test_mean_of_nothing"]
+    assert "ZeroDivisionError" in log and "FAILED " + f2p[0] in log
+    llm = LLMClient(LLMConfig(base_url=openai_server.base_url, model="writer", max_retries=0))
+
+    def clean(text: str) -> bool:
+        return not leak_reasons(text, fix_patch=c.patch, failing_tests=f2p, test_patch=c.test_patch)
+
+    report = "mean() crashes on an empty list\n\n`mean([])` raises ZeroDivisionError; I expected 0.0.\n"
+    openai_server.script(report)
+    statement, origin = commit_statement(c, bug_patch=bug, failing_tests=f2p, test_log=log, llm=llm)
+    assert (statement, origin) == (report, "llm") and clean(statement)
+    prompt = openai_server.requests[-1]["messages"][0]["content"]
+    assert "ZeroDivisionError" in prompt and "if not xs" in prompt  # the failing output and the diff
+    assert EMPTY_FIX not in prompt and "test_mean_of_nothing" not in prompt
+    # an answer that quotes the fix or a hidden test is rejected: the template of the failing assertions
+    for leaky in ("Add `if not xs:` and then `return 0.0`:\n\n    if not xs:\n        return 0.0\n",
+                  "Running `assert mean([]) == 0.0` fails with ZeroDivisionError.\n"):
+        openai_server.script(leaky)
+        statement, origin = commit_statement(c, bug_patch=bug, failing_tests=f2p, test_log=log, llm=llm)
+        assert origin == "template" and clean(statement) and "ZeroDivisionError" in statement, statement
+        assert "`mean` in `minicalc/stats.py`" in statement and EMPTY_FIX not in statement
+    # no LLM: the template; an issue text is used when clean, and skipped when it names the test
+    assert commit_statement(c, bug_patch=bug, failing_tests=f2p, test_log=log)[1] == "template"
+    issue = replace(c, problem_statement="mean([]) crashes\n", statement_origin="issue")
+    assert commit_statement(issue, bug_patch=bug, failing_tests=f2p, test_log=log) == ("mean([]) crashes\n", "issue")
+    named = replace(c, problem_statement="test_mean_of_nothing fails on main\n", statement_origin="issue")
+    assert commit_statement(named, bug_patch=bug, failing_tests=f2p, test_log=log)[1] == "template"
+    # a candidate mined before the message was kept apart carries it as its statement: never used
+    legacy = replace(c, problem_statement=EMPTY_FIX + "\n", statement_origin="commit")
+    statement, origin = commit_statement(legacy, bug_patch=bug, failing_tests=f2p, test_log=log)
+    assert origin == "template" and EMPTY_FIX not in statement

@@ -15,6 +15,7 @@ import openai_server as fake_openai
 import pytest
 from conftest import TEST_NS
 
+from data_gen.issue_text import leak_reasons
 from data_gen.real.demo import make_demo_repo, write_issues
 from data_gen.real.filters import load_candidates
 from data_gen.real.mine_git import mine_git
@@ -126,7 +127,10 @@ def test_validate_keeps_real_fixes_and_reports_bad_items(pipeline):
                                       "tests/test_stats.py::test_mean", "tests/test_stats.py::test_median_odd[xs0-2]",
                                       "tests/test_stats.py::test_median_odd[xs1-5]"]
     assert m.source == "real" and m.strategy == "commit" and m.metadata["upstream_commit"] == pipeline["median"].base_commit
-    assert m.problem_statement.startswith("Fix median of even-length lists")
+    # the local issue #1 is the statement; the commit message (it describes the fix) is metadata only
+    assert m.problem_statement.startswith("median() is wrong for lists of even length")
+    assert m.metadata["statement"] == "issue" and "Fix median" not in m.problem_statement
+    assert m.metadata["commit_message"].startswith("Fix median of even-length lists (#1)")
     pr = rows["octo__minicalc-11"]
     assert pr.FAIL_TO_PASS == m.FAIL_TO_PASS and pr.strategy == "pr"
     assert pr.problem_statement == "median() is wrong for even lists\nmedian([1, 2]) returns 2, not 1.5.\n"
@@ -231,12 +235,13 @@ def test_repair_loop_fixes_an_undeclared_test_dependency_and_a_hopeless_build_is
         return "I cannot tell."
 
     openai_server.responder = responder
-    s = mine_git([str(uc), str(broken)], tmp_path / "mined", statement="llm")
+    s = mine_git([str(uc), str(broken)], tmp_path / "mined")
     assert s["candidates"] == 3
     summary = validate(tmp_path / "mined", tmp_path / "out", namespace=TEST_NS, baseline_runs=1, confirm_runs=1,
                        repair_attempts=3, llm_base_url=openai_server.base_url, llm_model="fixer")
     recs = records(tmp_path / "out")
-    by_msg = {c.problem_statement.splitlines()[0] + "@" + c.repo: c.instance_id for c in load_candidates(tmp_path / "mined")}
+    by_msg = {c.metadata["commit_message"].splitlines()[0] + "@" + c.repo: c.instance_id
+              for c in load_candidates(tmp_path / "mined")}
     v1, v2 = by_msg["Fix km_to_miles factor (#1)@unitconv"], by_msg["Fix fmt_km spacing (#2)@unitconv"]
     bad = by_msg["Fix km_to_miles factor (#1)@brokenpkg"]
     assert recs[v1]["status"] == "kept" and "repair" not in recs[v1]
@@ -247,9 +252,13 @@ def test_repair_loop_fixes_an_undeclared_test_dependency_and_a_hopeless_build_is
     assert "tests/test_fmt.py" in attempts[0]["error"] and "No module named 'six'" in attempts[0]["log"]
     assert attempts[1]["reply"] == "Add six to the test dependencies." and attempts[2]["spec"]["extra_deps"] == ["six"]
     assert recs[v2]["row"]["FAIL_TO_PASS"] == ["tests/test_fmt.py::test_fmt"]
-    # --statement llm: the problem statement is written from the diff and the failing output
+    # no issue text: the problem statement is the LLM's, written from the diff and the failing output,
+    # and it passes the leak check; the commit message stays in the metadata
     row1 = recs[v1]["row"]
     assert row1["problem_statement"] == ISSUE + "\n" and json.loads(row1["metadata"])["statement"] == "llm"
+    assert not leak_reasons(row1["problem_statement"], fix_patch=row1["patch"], failing_tests=row1["FAIL_TO_PASS"],
+                            test_patch=row1["test_patch"])
+    assert json.loads(row1["metadata"])["commit_message"].startswith("Fix km_to_miles factor (#1)")
     asked = [r["messages"][0]["content"] for r in openai_server.requests
              if r["messages"][0]["content"].startswith("You are writing a GitHub issue")]
     assert any("0.621371" in q and "6.214" in q for q in asked)  # the diff and the failing assertion

@@ -6,6 +6,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console(width=None if sys.stdout.isatty() else 150)
@@ -60,7 +61,7 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
 
     cfg = ScoreConfig(dir=run_dir, ks=_ks(ks), grade=grade, model_name=model_name, max_workers=max_workers,
                       timeout=timeout, bootstrap=bootstrap, seed=seed)
-    result = tts_score(cfg, log=lambda m: err.print(m, highlight=False, markup=False))
+    result = tts_score(cfg, log=lambda m: err.print(m, highlight=False, markup=False, soft_wrap=True))
     m = result["metrics"]
     if result["demo"]:
         out.print("[bold yellow]pipeline demonstration: policy=oracle samples, not a model result[/]")
@@ -156,10 +157,13 @@ def run_cmd(dataset, split, instance_ids, limit, out_dir, policy, base_url, mode
         def on_score(done, total):
             progress.update(scoring, completed=done, total=total, visible=True)
 
-        result = tts_run(cfg, on_rollout_start=on_start, on_rollout_result=on_result, on_score_progress=on_score)
+        result = tts_run(cfg, on_rollout_start=on_start, on_rollout_result=on_result, on_score_progress=on_score,
+                         log=lambda m: err.print(f"[red]✗[/] {escape(m)}", highlight=False, soft_wrap=True))
     r, s = result["rollout"], result["scores"]
     label = "policy=oracle (a pipeline demonstration, not model output)" if policy == "oracle" else f"model {model}"
     out.print(f"{result['instances']} instances × {samples} samples, {label}: {r['trajectories']} samples "
               f"({r['resolved']} resolved in their sandboxes, {r['failed']} failed to run); "
               f"{s['scored']} scored ({s['reused']} reused, {s['failed']} failed)", highlight=False)
+    if result["bad_rows"]:
+        out.print(f"skipped {len(result['bad_rows'])} malformed row(s) of {dataset} (listed above)", highlight=False)
     out.print(f"next: swelego tts score {out_dir}", highlight=False)

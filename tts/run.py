@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from swelego.agent.rollout import RolloutConfig, RolloutSummary, rollout
+from swelego.agent.rollout import RolloutConfig, RolloutSummary, load_rollout_tasks, rollout
 from swelego.errors import SwelegoError
-from swelego.schema import TaskInstance, load_dataset, save_jsonl
+from swelego.schema import TaskInstance, row_problem, save_jsonl
 
 
 @dataclass
@@ -45,10 +45,14 @@ class TTSRunConfig:
     extra: dict = field(default_factory=dict)
 
 
-def load_tasks(dataset: str, split: str = "test") -> list[TaskInstance]:
-    """Rows from a local dataset, else from the Hugging Face Hub (swebench 5 rows)."""
+def load_tasks(dataset: str, split: str = "test", problems: list[str] | None = None) -> list[TaskInstance]:
+    """Rows from a local dataset, else from the Hugging Face Hub (swebench 5 rows). Malformed
+    rows are skipped, each described in `problems` (`file:N: why`)."""
+    problems = [] if problems is None else problems
     if Path(dataset).exists():
-        return load_dataset(dataset)
+        tasks, bad = load_rollout_tasks(dataset)
+        problems += bad
+        return tasks
     if dataset.startswith(("/", ".", "~")) or dataset.endswith((".json", ".jsonl")) or dataset.count("/") > 1:
         raise SwelegoError(f"cannot load dataset {dataset!r}: no such file or directory")
     try:
@@ -58,12 +62,12 @@ def load_tasks(dataset: str, split: str = "test") -> list[TaskInstance]:
     except Exception as e:  # noqa: BLE001 - offline, unknown name, no access: one line
         raise SwelegoError(f"cannot load dataset {dataset!r} (split {split}): not a local path, and the Hub said "
                            f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
-    tasks, bad = [], 0
-    for row in rows:
+    tasks = []
+    for i, row in enumerate(rows):
         try:
             tasks.append(TaskInstance.from_row(dict(row)))
-        except Exception:  # noqa: BLE001 - counted below
-            bad += 1
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            problems.append(row_problem(f"{dataset}[{i}]", e))
     if not tasks:
         raise SwelegoError(f"{dataset}: none of its {len(rows)} rows is a swebench 5 row (image, eval_script, ...)")
     return tasks
@@ -96,22 +100,33 @@ def make_scorer(cfg: TTSRunConfig):
 
 
 def tts_run(cfg: TTSRunConfig, *, on_rollout_start: Callable | None = None, on_rollout_result: Callable | None = None,
-            on_score_progress: Callable | None = None) -> dict:
-    """Sample, then score. Returns a summary dict (also written to run_config.json / summary)."""
+            on_score_progress: Callable | None = None, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Sample, then score. Returns a summary dict (also written to run_config.json / summary).
+    A malformed dataset row is logged (`file:N: why`) and skipped; the others still run."""
     out = Path(cfg.rollout.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.verifier is None:
         raise SwelegoError("--verifier is required (a trained verifier directory or a served model name)")
-    tasks = select_tasks(load_tasks(cfg.dataset, cfg.split), cfg.instance_ids, cfg.limit)
+    if not cfg.verifier_base_url and not Path(cfg.verifier).exists():  # say so before hours of sampling
+        raise SwelegoError(f"no verifier at {cfg.verifier} (a trained verifier directory, or --verifier-base-url)")
+    bad_rows: list[str] = []
+    loaded = load_tasks(cfg.dataset, cfg.split, bad_rows)
+    for line in bad_rows:
+        log(line)
+    if not loaded:
+        raise SwelegoError(f"{cfg.dataset} holds no tasks"
+                           + (f" ({len(bad_rows)} malformed row(s))" if bad_rows else ""))
+    tasks = select_tasks(loaded, cfg.instance_ids, cfg.limit)
     save_jsonl(tasks, out / "tasks.jsonl")
     cfg.rollout.trajectories_file = "samples.jsonl"
     (out / "tts_run.json").write_text(json.dumps({**asdict(cfg), "rollout": asdict(cfg.rollout)}, indent=2,
                                                  default=str))
-    summary: RolloutSummary = rollout(tasks, cfg.rollout, on_result=on_rollout_result, on_start=on_rollout_start)
+    summary: RolloutSummary = rollout(tasks, cfg.rollout, on_result=on_rollout_result, on_start=on_rollout_start,
+                                      bad_rows=bad_rows)
     from verifier.data import load_trajectories
     from verifier.score import score_trajectories
 
     trajs = load_trajectories([out / "samples.jsonl"])
     scorer = make_scorer(cfg)
     scored = score_trajectories(trajs, scorer, out, on_progress=on_score_progress)
-    return {"instances": len(tasks), "rollout": summary.to_dict(), "scores": scored}
+    return {"instances": len(tasks), "rollout": summary.to_dict(), "scores": scored, "bad_rows": bad_rows}

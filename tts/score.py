@@ -324,6 +324,8 @@ def tts_score(cfg: ScoreConfig, log: Callable[[str], None] = print) -> dict[str,
     tasks = load_tasks(root / "tasks.jsonl", report)
     cands = load_samples(root / "samples.jsonl", tasks, report)
     attach_scores(root / "scores.jsonl", cands, report)
+    for line in report.bad_task_lines + report.bad_sample_lines + report.bad_score_lines:
+        log(line)
     all_cands = [c for cs in cands.values() for c in cs]
     models = {c.model for c in all_cands if c.model}
     model = cfg.model_name or (models.pop() if len(models) == 1 else "") or "swelego-tts"

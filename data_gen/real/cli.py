@@ -56,6 +56,8 @@ def _print_mining(summary: dict, out_dir: Path) -> None:
         out.print("filtered: " + ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()))
     for repo, why in summary["skipped"].items():
         out.print(f"skipped {escape(repo)}: {escape(why)}")
+    for repo, n in summary.get("merges_skipped", {}).items():
+        out.print(f"{escape(repo)}: {n} merge commit(s) not examined (--merges to examine them)")
     if gh := summary.get("github"):
         out.print(f"GitHub: {gh['requests']} requests, {gh['cache_hits']} answered from the cache, "
                   f"{len(gh['rate_limit_waits'])} rate-limit wait(s)")
@@ -123,23 +125,27 @@ def mine_prs_cmd(repos, out_dir, since, max_prs, api_url, linked_issues, hints, 
 @click.option("--rev-range", default=None, help="Commits to examine, e.g. v1.0..main (default: all of HEAD).")
 @click.option("--max-commits", default=None, type=int, help="Examine only the newest N commits of the range.")
 @click.option("--issues", default=None, type=click.Path(exists=True),
-              help="Issue texts: a directory of N.md/N.txt/N.json, or a JSON/JSONL file of GitHub issues.")
-@click.option("--statement", type=click.Choice(["commit", "llm"]), default="commit", show_default=True,
-              help="llm: validation writes the problem statement from the diff and failing tests "
-                   "(when --llm-base-url is given there).")
+              help="Issue texts: a directory of N.md/N.txt/N.json, or a JSON/JSONL file of GitHub issues; "
+                   "a commit that names one gets its text as the problem statement.")
+@click.option("--merges", is_flag=True,
+              help="Examine merge commits too (first-parent history: a merged branch is its merge commit); "
+                   "by default merges are skipped and every other commit is examined.")
 @_filter_options
-def mine_git_cmd(sources, out_dir, rev_range, max_commits, issues, statement, min_files, max_files, min_statement,
+def mine_git_cmd(sources, out_dir, rev_range, max_commits, issues, merges, min_files, max_files, min_statement,
                  allow_binary, allow_contaminated, swebench_datasets):
     """Mine fix commits from the history of git repositories (PATH or URL) into task candidates.
 
-    Walks first-parent history; keeps commits whose message reads like a fix or names an issue
-    and that touch both tests and code. Writes OUT/candidates.jsonl, OUT/mined.jsonl and
-    OUT/summary.json; rerunning skips commits already examined.
+    Keeps non-merge commits (merges too with --merges) whose message reads like a fix or names
+    an issue and that touch both tests and code. The commit message describes the fix, so it
+    is only metadata: the problem statement is the referenced issue's text (--issues) or is
+    written by `data validate` from the failing tests (LLM or template, leak-checked). Writes
+    OUT/candidates.jsonl, OUT/mined.jsonl and OUT/summary.json; rerunning skips commits
+    already examined.
     """
     from data_gen.real.mine_git import mine_git
 
     _run_mining(mine_git, list(sources), out_dir, "commits", rev_range=rev_range, max_commits=max_commits,
-                issues=issues, statement=statement, filters=_filters(min_files, max_files, min_statement, allow_binary),
+                issues=issues, merges=merges, filters=_filters(min_files, max_files, min_statement, allow_binary),
                 allow_contaminated=allow_contaminated, swebench_datasets=tuple(swebench_datasets))
 
 
@@ -184,10 +190,13 @@ def validate_cmd(candidates, out_dir, namespace, workers, test_timeout, baseline
 
     if repair_attempts < 1:
         raise click.BadParameter("must be at least 1", param_hint="--repair-attempts")
+    bad_rows: list[str] = []
     try:
-        cands = load_candidates(candidates)
-    except (FileNotFoundError, ValueError) as e:
+        cands = load_candidates(candidates, problems=bad_rows)
+    except (FileNotFoundError, IsADirectoryError) as e:
         raise click.ClickException(str(e)) from None
+    for line in bad_rows:
+        err.print(f"[red]✗[/] {escape(line)}", highlight=False, soft_wrap=True)
     if max_tasks is not None:
         cands = cands[:max_tasks]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -203,7 +212,7 @@ def validate_cmd(candidates, out_dir, namespace, workers, test_timeout, baseline
                                baseline_runs=baseline_runs, confirm_runs=confirm_runs, repair_attempts=repair_attempts,
                                verify=verify, executor=executor, ray_address=ray_address, llm_base_url=llm_base_url,
                                llm_model=llm_model, llm_key_env=llm_key_env, allow_contaminated=allow_contaminated,
-                               swebench_datasets=tuple(swebench_datasets))
+                               swebench_datasets=tuple(swebench_datasets), bad_rows=bad_rows)
         except SwelegoError as e:
             raise click.ClickException(str(e).splitlines()[0]) from None
     _print_validation(summary, Path(out_dir))
@@ -225,4 +234,9 @@ def _print_validation(summary: dict, out_dir: Path) -> None:
     if e["tried"]:
         out.print(f"environments: {e['built']}/{e['tried']} built ({e['built_after_repair']} after repair), "
                   f"success rate {100 * e['success_rate']:.0f}%")
+    if summary.get("bad_rows"):
+        out.print(f"skipped {len(summary['bad_rows'])} malformed candidate line(s) (listed above and in "
+                  f"{out_dir}/summary.json)", highlight=False)
+    if not summary["funnel"]["candidates"]:
+        out.print("no valid candidates to validate: wrote an empty dataset and its summary", highlight=False)
     out.print(f"{summary['kept_rows']} task(s) in {out_dir}/dataset and {out_dir}/tasks.jsonl")

@@ -44,9 +44,11 @@ class Candidate:
     source: where validation gets the repository: a git URL or a local path.
     base_commit: the upstream commit both patches apply to.
     patch / test_patch: the code part and the test part of the change.
-    problem_statement: issue title + body (PRs), or the commit message (+ referenced issues).
-    statement_origin: issue | commit | llm (validation writes the statement with an LLM when
-        one is configured, from the diff and the failing tests, keeping the commit text otherwise).
+    problem_statement: issue title + body (PRs); for commits the texts of the local issues they
+        name, or empty. A commit message describes the fix: it is `metadata["commit_message"]`.
+    statement_origin: `issue` (that text), or `tests` for a commit without one. Validation writes
+        every commit's final statement once the failing tests are known (validate.commit_statement:
+        its issue text if leak-free, else LLM, else template); PR statements stay as mined.
     origin / ref: "pr" and the PR number, or "commit" and the commit sha.
     """
 
@@ -73,27 +75,52 @@ class Candidate:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def load_candidates(path: str | Path) -> list[Candidate]:
+_TEXT_FIELDS = ("instance_id", "repo", "source", "base_commit", "patch", "test_patch", "problem_statement")
+
+
+def _candidate(rec) -> Candidate | None:
+    """The Candidate of one JSON record (None for a mined.jsonl line that is no candidate)."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+    if "key" in rec and "value" in rec:  # a line of mined.jsonl
+        if not isinstance(rec["value"], dict) or rec["value"].get("status") != "candidate":
+            return None
+        rec = rec["value"]["candidate"]
+    missing = [k for k in (*_TEXT_FIELDS, "origin", "ref") if k not in rec]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    wrong = [k for k in _TEXT_FIELDS if not isinstance(rec[k], str)]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} must be text")
+    if not rec["instance_id"] or any(c.isspace() for c in rec["instance_id"]) or "/" in rec["instance_id"]:
+        raise ValueError(f"instance_id must be non-empty, without spaces or '/': {rec['instance_id']!r}")
+    return Candidate.from_json(rec)
+
+
+def load_candidates(path: str | Path, problems: list[str] | None = None) -> list[Candidate]:
     """Candidates from a JSONL file (plain records, or a mining store's key/value lines) or a
-    mining output directory (its candidates.jsonl)."""
+    mining output directory (its candidates.jsonl). A malformed line raises ValueError
+    (`file:N: ...`); with `problems`, it is described there instead and the rest still load."""
     path = Path(path)
     if path.is_dir():
         path = path / "candidates.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no candidates file at {path}")
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-            if "key" in rec and "value" in rec:  # a line of mined.jsonl
-                if rec["value"].get("status") != "candidate":
-                    continue
-                rec = rec["value"]["candidate"]
-            out.append(Candidate.from_json(rec))
-        except (ValueError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}:{n}: not a candidate record ({e})") from None
+            cand = _candidate(json.loads(line))
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            why = (f"not valid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError)
+                   else str(e).splitlines()[0][:300])
+            if problems is None:
+                raise ValueError(f"{path}:{n}: not a candidate record ({why})") from None
+            problems.append(f"{path}:{n}: not a candidate record ({why})")
+            continue
+        if cand is not None:
+            out.append(cand)
     return out
 
 

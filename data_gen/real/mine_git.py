@@ -1,9 +1,12 @@
 """`swelego data mine-git`: fixes found in a repository's history alone, as task candidates.
 
-Walks the first-parent history (so a merged branch counts once, as its merge commit, diffed
-against the first parent), keeps commits whose message reads like a fix or names an issue
-and that touch both tests and code, and takes the problem statement from the message plus
-the text of any referenced issue found locally (a directory or JSON file of issues)."""
+Walks every non-merge commit of the range (with `merges`, the first-parent history instead,
+where a merged branch counts once, as its merge commit diffed against the first parent) and
+keeps commits whose message reads like a fix or names an issue and that touch both tests and
+code. A commit message describes the fix, so it is never the problem statement: it is kept in
+the candidate's metadata (`commit_message`), and the statement is the text of a referenced
+issue found locally (a directory or JSON file of issues) or, without one, written by
+validation from the failing tests (data_gen.issue_text), through the same leak check."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from data_gen.real.decontam import Decontaminator
@@ -26,7 +29,6 @@ FIX_MESSAGE = re.compile(
     r"correct(s|ed)?|broken|issue)\b|#\d+\b|\bgh-\d+\b", re.IGNORECASE)
 _ISSUE_REF = re.compile(r"(?:#|\bgh-)(\d+)\b", re.IGNORECASE)
 _TRAILER = re.compile(r"^[A-Z][A-Za-z-]+: .*<.*@.*>$|^(Signed-off-by|Co-authored-by|Reviewed-by|Change-Id):", re.M)
-STATEMENTS = ("commit", "llm")
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -110,7 +112,7 @@ def load_issues(path: str | Path | None) -> dict[int, str]:
     return out
 
 
-def commit_statement(message: str) -> str:
+def commit_message(message: str) -> str:
     """The commit message without trailers (Signed-off-by, Co-authored-by, ...)."""
     return _TRAILER.sub("", message).strip() + "\n"
 
@@ -122,10 +124,12 @@ class MineGitConfig:
     out: output directory (mined.jsonl, candidates.jsonl, summary.json).
     rev_range: commits to examine, e.g. `v1.0..main` (default: all of HEAD's history).
     max_commits: examine only the newest N commits of the range.
-    issues: local issue texts (see load_issues) appended to a commit's message when it names them.
-    statement: `commit` keeps the message as the problem statement; `llm` has validation write it
-        from the diff and the failing tests when an LLM is configured (the message otherwise).
-    filters: which changes become candidates.
+    issues: local issue texts (see load_issues); the texts of the issues a commit names become
+        its problem statement (validation still checks it for leaks). Without one, validation
+        writes the statement from the failing tests: the LLM when configured, else a template.
+    merges: examine merge commits too, walking the first-parent history (a merged branch is its
+        merge commit); by default merges are skipped and every other commit is examined.
+    filters: which changes become candidates; the statement-length filter applies to issue texts.
     allow_contaminated / swebench_datasets: see decontam.Decontaminator.
     """
 
@@ -133,15 +137,17 @@ class MineGitConfig:
     rev_range: str | None = None
     max_commits: int | None = None
     issues: str | None = None
-    statement: str = "commit"
+    merges: bool = False
     filters: FilterConfig = field(default_factory=FilterConfig)
     allow_contaminated: bool = False
     swebench_datasets: tuple[str, ...] = ()
 
 
-def _commits(repo: Path, rev_range: str, max_commits: int | None) -> list[tuple[str, list[str], str, str]]:
-    """(sha, parents, author date, message), oldest first, along the first-parent line."""
-    args = ["log", "--first-parent", "--format=%H%x00%P%x00%aI%x00%B%x1e"]
+def _commits(repo: Path, rev_range: str, max_commits: int | None,
+             merges: bool = False) -> list[tuple[str, list[str], str, str]]:
+    """(sha, parents, author date, message), oldest first: every non-merge commit, or with
+    `merges` the first-parent line, merge commits included."""
+    args = ["log", "--first-parent" if merges else "--no-merges", "--format=%H%x00%P%x00%aI%x00%B%x1e"]
     if max_commits:
         args.append(f"--max-count={max_commits}")
     try:
@@ -157,13 +163,19 @@ def _commits(repo: Path, rev_range: str, max_commits: int | None) -> list[tuple[
     return out[::-1]
 
 
+def merges_in(repo: Path, rev_range: str) -> int:
+    """How many merge commits `rev_range` holds."""
+    return int(_git(repo, "rev-list", "--count", "--merges", rev_range, "--").strip() or 0)
+
+
 def mine_repo_git(source: str, cfg: MineGitConfig, store, decon: Decontaminator, issues: dict[int, str],
-                  progress: Callable[[str, int, int], None] | None = None) -> str:
-    """Examine one repository's history; returns its name."""
+                  progress: Callable[[str, int, int], None] | None = None) -> tuple[str, int]:
+    """Examine one repository's history; returns its name and the merge commits skipped."""
     path, repo, where, default_rev = local_repository(source)
     if why := decon.repo_reason(repo):
         raise _Skip(why)
-    commits = _commits(path, cfg.rev_range or default_rev, cfg.max_commits)
+    commits = _commits(path, cfg.rev_range or default_rev, cfg.max_commits, cfg.merges)
+    skipped_merges = 0 if cfg.merges else merges_in(path, cfg.rev_range or default_rev)
     for i, (sha, parents, date, message) in enumerate(commits, 1):
         key = f"{repo}@{sha}"
         if not store.has(key):
@@ -174,7 +186,7 @@ def mine_repo_git(source: str, cfg: MineGitConfig, store, decon: Decontaminator,
             store.put(key, {"repo": repo, **rec})
         if progress:
             progress(repo, i, len(commits))
-    return repo
+    return repo, skipped_merges
 
 
 class _Skip(Exception):
@@ -191,20 +203,20 @@ def _examine(path: Path, repo: str, where: str, sha: str, parents: list[str], da
                 parents[0], sha)
     split = split_diff(diff)
     refs = [int(n) for n in dict.fromkeys(_ISSUE_REF.findall(message))]
-    statement = commit_statement(message)
-    for n in refs:
-        if n in issues:
-            statement += f"\n{issues[n]}\n"
-    reasons = rejection_reasons(split, statement, cfg.filters)
+    statement = "\n\n".join(issues[n] for n in refs if n in issues).strip()
+    # Without an issue text the statement is written at validation, once the failing tests are known.
+    filters = cfg.filters if statement else replace(cfg.filters, min_statement_chars=0)
+    reasons = rejection_reasons(split, statement, filters)
     if reasons:
         return {"status": "filtered", "reasons": reasons}
     if why := decon.patch_reason(split.patch, split.test_patch):
         return {"status": "contaminated", "reasons": [f"contaminated: {why}"]}
     cand = Candidate(
         instance_id=f"{repo.replace('/', '__')}-{sha[:8]}", repo=repo, source=where, base_commit=parents[0],
-        patch=split.patch, test_patch=split.test_patch, problem_statement=statement, origin="commit", ref=sha,
-        statement_origin="llm" if cfg.statement == "llm" else "commit", created_at=date,
-        issues=[n for n in refs if n in issues], metadata={"files": split.files, "merge": len(parents) > 1})
+        patch=split.patch, test_patch=split.test_patch, problem_statement=statement + "\n" if statement else "",
+        origin="commit", ref=sha, statement_origin="issue" if statement else "tests", created_at=date,
+        issues=[n for n in refs if n in issues],
+        metadata={"files": split.files, "merge": len(parents) > 1, "commit_message": commit_message(message)})
     return candidate_record(cand)
 
 
@@ -213,24 +225,25 @@ def mine_git(sources: list[str] | str, out: str | Path, *, log: Callable[[str], 
     """Mine candidates from the history of each path or URL in `sources` into `out`.
 
     `options` are MineGitConfig fields. Returns the summary (also out/summary.json); a source
-    that fails is reported in `errors` (or `skipped` when contaminated) and the rest continue."""
+    that fails is reported in `errors` (or `skipped` when contaminated) and the rest continue;
+    `merges_skipped` counts the merge commits of each repository left out (without `merges`)."""
     sources = [sources] if isinstance(sources, str) else list(sources)
     cfg = MineGitConfig(out=str(out), **options)
-    if cfg.statement not in STATEMENTS:
-        raise SwelegoError(f"statement must be one of {', '.join(STATEMENTS)}, not {cfg.statement!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     decon = Decontaminator(cfg.swebench_datasets, allow=cfg.allow_contaminated)
     issues = load_issues(cfg.issues)
-    errors, skipped = {}, {}
+    errors, skipped, merges = {}, {}, {}
     with mined_store(out) as store:
         for source in sources:
             try:
-                mine_repo_git(source, cfg, store, decon, issues, progress)
+                repo, n = mine_repo_git(source, cfg, store, decon, issues, progress)
+                if n:
+                    merges[repo] = n
             except _Skip as e:
                 skipped[source] = str(e)
                 log(f"skipping {source}: {e} (--allow-contaminated to keep it)")
             except SwelegoError as e:
                 errors[source] = str(e).splitlines()[0][:300]
                 log(f"✗ {source}: {errors[source]}")
-    return write_outputs(out, errors, skipped)
+    return write_outputs(out, errors, skipped, extra={"merges_skipped": merges})

@@ -76,8 +76,8 @@ class ValidateConfig:
         specs that already repaired another task of the repository.
     verify: grade each row with swebench's grading (gold must resolve it, an empty patch must not).
     max_tasks: stop after this many candidates (in file order); None for all.
-    llm_base_url / llm_model / llm_key_env: OpenAI-compatible endpoint for repairs and for
-        problem statements of candidates mined with `--statement llm`.
+    llm_base_url / llm_model / llm_key_env: OpenAI-compatible endpoint for repairs and for the
+        problem statements of candidates mined from git history that have no clean issue text.
     executor / ray_address: validate repositories locally or as Ray tasks.
     allow_contaminated / swebench_datasets: see decontam.Decontaminator.
     """
@@ -214,9 +214,23 @@ def failure_reason(attempts) -> str:
     return f"{real[-1].stage}: {real[-1].error} (after {len(attempts)} attempt(s))"
 
 
+_DEF = re.compile(r"^\s*(?:async\s+)?(?:def|class) (\w+)")
+
+
 def _function_of(patch: str, path: str) -> str:
-    m = re.search(r"^@@ [^@]* @@.*?\b(?:def|class) (\w+)", patch, re.MULTILINE)
-    return m.group(1) if m else Path(path).stem
+    """The function or class around the first changed line: the nearest `def`/`class` above it
+    in the hunk's context, else the one git names in the hunk header, else the module's name."""
+    name = None
+    for line in patch.splitlines():
+        if line.startswith("@@"):
+            m = re.search(r"^@@ [^@]* @@.*?\b(?:def|class) (\w+)", line)
+            name = m.group(1) if m else None
+        elif line.startswith((" ", "-", "+")) and not line.startswith(("---", "+++")):
+            if m := _DEF.match(line[1:]):
+                name = m.group(1)
+            if line[0] in "+-" and name:
+                return name
+    return name or Path(path).stem
 
 
 # -- one repository ----------------------------------------------------------------------
@@ -345,7 +359,7 @@ class _RepoValidator:
             if not f2p:
                 return {**rec, "status": "no_fail_to_pass", "reason": "every FAIL_TO_PASS test was flaky"}
         statement, origin = c.problem_statement, c.statement_origin
-        if origin == "llm":
+        if c.origin == "commit":  # mined from history: written now that the failing tests are known
             statement, origin = self._statement(c, bug, f2p, outcome.log)
         row = TaskInstance(
             instance_id=c.instance_id, repo=c.repo, base_commit=base, patch=c.patch, test_patch=c.test_patch,
@@ -356,7 +370,7 @@ class _RepoValidator:
             test_cmd=spec.test_cmd, **({"created_at": c.created_at} if c.created_at else {}),
             metadata={"upstream_commit": c.base_commit, "source": c.source, "ref": c.ref, "issues": c.issues,
                       "env_image": env.image, "env_key": task.key, "statement": origin, "flaky": rec["flaky"],
-                      **{k: v for k, v in c.metadata.items() if k in ("url", "title")}})
+                      **{k: v for k, v in c.metadata.items() if k in ("url", "title", "commit_message")}})
         if cfg.verify:
             with DockerSandbox(image, client=self.client, limits=self.limits) as sb:
                 gold = run_eval(sb, row, c.patch, timeout=cfg.test_timeout)
@@ -380,13 +394,7 @@ class _RepoValidator:
         return sorted(unstable)
 
     def _statement(self, c: Candidate, bug: str, f2p: list[str], log: str) -> tuple[str, str]:
-        if self.llm is None:
-            return c.problem_statement, "commit"
-        from data_gen.issue_text import write_problem_statement
-
-        path = next(iter(_patch_paths(c.patch)), "")
-        return write_problem_statement(client=self.llm, path=path, function=_function_of(c.patch, path),
-                                       bug_patch=bug, fix_patch=c.patch, failing_tests=f2p, test_log=log)
+        return commit_statement(c, bug_patch=bug, failing_tests=f2p, test_log=log, llm=self.llm)
 
     def run_task(self, task: _Task, group: _Group) -> dict:
         try:
@@ -412,6 +420,24 @@ class _RepoValidator:
             if spec not in group.repairs:
                 group.repairs.append(spec)
         return {**result, "repair": log, "spec": spec.to_json()}
+
+
+def commit_statement(c: Candidate, *, bug_patch: str, failing_tests: list[str], test_log: str,
+                     llm=None) -> tuple[str, str]:
+    """(statement, origin) of a candidate mined from git history, written the way synthetic
+    tasks get theirs once validation knows the failing tests: its issue text ("issue"), else
+    the LLM's report from the reverted diff and the failing output ("llm"), else a template of
+    the failing assertions ("template"); each must pass the leak check (no line of the fix or
+    of the hidden test patch, no FAIL_TO_PASS name, no diff syntax). The commit message is
+    never used: it describes the fix. (Candidates mined before the message was kept apart carry
+    it as their statement, with origin `commit` or `llm`; that text is dropped too.)"""
+    from data_gen.issue_text import write_problem_statement
+
+    path = next(iter(_patch_paths(c.patch)), "")
+    return write_problem_statement(client=llm, path=path, function=_function_of(c.patch, path),
+                                   bug_patch=bug_patch, fix_patch=c.patch, failing_tests=failing_tests,
+                                   test_log=test_log, test_patch=c.test_patch,
+                                   issue=c.problem_statement if c.statement_origin == "issue" else "")
 
 
 def _patch_paths(patch: str) -> list[str]:
@@ -547,17 +573,28 @@ def env_stats(envs: list[dict]) -> dict:
 
 def validate(candidates: str | Path | list[Candidate], out: str | Path, *,
              progress: Callable[[str, int], None] | None = None, log: Callable[[str], None] = lambda m: None,
-             **options) -> dict:
+             bad_rows: list[str] | tuple[str, ...] = (), **options) -> dict:
     """Validate `candidates` (a candidates.jsonl, a mining output directory, or Candidates) into
     `out`. `options` are ValidateConfig fields. Writes out/dataset, out/tasks.jsonl and
-    out/summary.json; returns the summary. One failing candidate or repository never stops the rest."""
+    out/summary.json (an empty dataset when no candidate is left); returns the summary. One
+    failing candidate or repository never stops the rest, nor does a malformed input line: it
+    is logged (`file:N: why`), skipped and listed in the summary's `bad_rows`, with `bad_rows`
+    the caller found when it read the candidates itself."""
     from swelego.executor import run_tasks
     from swelego.schema import save_dataset
 
     cfg = ValidateConfig(out=str(out), **options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cands = candidates if isinstance(candidates, list) else load_candidates(candidates)
+    bad_rows = list(bad_rows)
+    if isinstance(candidates, list):
+        cands = candidates
+    else:
+        found: list[str] = []
+        cands = load_candidates(candidates, problems=found)
+        for line in found:
+            log(line)
+        bad_rows += found
     if cfg.max_tasks is not None:
         cands = cands[: cfg.max_tasks]
     decon = Decontaminator(cfg.swebench_datasets, allow=cfg.allow_contaminated)
@@ -593,7 +630,7 @@ def validate(candidates: str | Path | list[Candidate], out: str | Path, *,
                "repos": [{"source": rep.source, "repo": rep.repo, "seconds": round(rep.seconds, 1),
                           "records": len(rep.records)} for rep in reports],
                "failures": {r["instance_id"]: f"contaminated: {r['reason']}" for r in contaminated},
-               "errors": errors, "kept_rows": len(rows)}
+               "errors": errors, "kept_rows": len(rows), "bad_rows": bad_rows}
     for rep in reports:
         for r in rep.records:
             if r["status"] != "kept":

@@ -105,6 +105,7 @@ class RolloutSummary:
     mean_turns: float = 0.0
     seconds: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)
+    bad_rows: list[str] = field(default_factory=list)  # input rows skipped as malformed, `file:N: why`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,11 +165,13 @@ def policy_seed(policy) -> int | None:
 
 def rollout(tasks: list[TaskInstance], cfg: RolloutConfig,
             on_result: Callable[[dict | None, str | None, RolloutSummary], None] | None = None,
-            on_start: Callable[[RolloutSummary], None] | None = None) -> RolloutSummary:
+            on_start: Callable[[RolloutSummary], None] | None = None,
+            bad_rows: list[str] | tuple[str, ...] = ()) -> RolloutSummary:
     """Roll out `cfg.samples` episodes per task into `cfg.out`, skipping finished ones.
 
     `on_start(summary)` is called once the plan is known; `on_result(trajectory, error, summary)`
-    after each episode (trajectory None and error set when it could not run)."""
+    after each episode (trajectory None and error set when it could not run). `bad_rows`: the
+    input rows the caller skipped as malformed (see `load_tasks`), recorded in the summary."""
     from functools import partial
 
     from swelego.executor import run_tasks
@@ -183,12 +186,14 @@ def rollout(tasks: list[TaskInstance], cfg: RolloutConfig,
     except Exception:  # noqa: BLE001 - no engine: the episodes will say so one by one
         pass
     t0 = time.monotonic()
-    summary = RolloutSummary(tasks=len(tasks))
-    store = trajectory_store(out, cfg.trajectories_file)
+    summary = RolloutSummary(tasks=len(tasks), bad_rows=list(bad_rows))
     ids = [t.instance_id for t in tasks]
     if len(set(ids)) != len(ids):
+        from swelego.errors import SwelegoError
+
         dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise ValueError(f"duplicate instance ids in the dataset: {', '.join(dup[:5])}")
+        raise SwelegoError(f"duplicate instance ids in the dataset: {', '.join(dup[:5])}")
+    store = trajectory_store(out, cfg.trajectories_file)
     todo: list[tuple[dict, int]] = []
     for task in tasks:
         for s in range(cfg.samples):
@@ -241,6 +246,23 @@ def _tally(summary: RolloutSummary, records: list[dict]) -> None:
         summary.semi_resolved += bool(r.get("semi_resolved"))
         reason = r.get("exit_reason", "error")
         summary.exit_reasons[reason] = summary.exit_reasons.get(reason, 0) + 1
+
+
+def load_rollout_tasks(dataset: str | Path,
+                       log: Callable[[str], None] = lambda m: None) -> tuple[list[TaskInstance], list[str]]:
+    """(the task rows of `dataset`, one `file:N: why` line per malformed row): a bad row is
+    logged and skipped so the rest of the batch still runs; SwelegoError when nothing is there."""
+    from swelego.errors import SwelegoError
+    from swelego.schema import load_dataset
+
+    problems: list[str] = []
+    try:
+        tasks = load_dataset(dataset, problems=problems)
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
+        raise SwelegoError(f"{dataset}: {e}") from None
+    for line in problems:
+        log(line)
+    return tasks, problems
 
 
 def load_trajectories(path: str | Path) -> list[dict]:
