@@ -353,7 +353,13 @@ def evaluate_official(tasks: list[TaskInstance], predictions: list[dict], *, run
     cmd = [sys.executable, "-m", "swebench.harness.run_evaluation", "--dataset_name", str(dataset),
            "--predictions_path", str(preds), "--run_id", run_id, "--max_workers", str(max_workers),
            "--timeout", str(timeout), "--report_dir", str(workdir)]
-    p = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    for _ in range(3):
+        p = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+        # swebench lists the engine's images with a call that inspects each one: an image that
+        # another process removes meanwhile fails the whole run. Finished reports are kept, so
+        # the rerun only grades what is left.
+        if p.returncode == 0 or "docker.errors.ImageNotFound" not in p.stderr + p.stdout:
+            break
     (workdir / f"{run_id}.harness.log").write_text(p.stdout + p.stderr)
     summary_path = workdir / f"{model.replace('/', '__')}.{run_id}.json"
     if p.returncode != 0 or not summary_path.exists():

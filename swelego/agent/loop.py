@@ -186,7 +186,10 @@ def run_episode(
         traj.exit_reason = "error"
         traj.error = (traj.error + "\n" if traj.error else "") + f"patch: {type(e).__name__}: {e}"
     if grade and patched:
-        g = run_eval(sandbox, task, traj.patch)  # resets the sandbox
+        # Only the patch is graded, in a fresh container: what the agent did outside the
+        # repository (site-packages, daemons left running, .git/config) must not reach the grade.
+        sandbox.reset("fresh")
+        g = run_eval(sandbox, task, traj.patch)
         traj.resolved = bool(g.resolved)
         traj.semi_resolved = (not traj.resolved) and bool(traj.patch.strip()) and (
             set(patch_files(traj.patch)) == set(patch_files(task.patch))
