@@ -173,6 +173,7 @@ class TrajectoryFilterConfig:
     max_turns: int | None = _doc("Drop episodes with more assistant turns (null: no limit).", default=None)
     max_tokens: int | None = _doc("Drop episodes longer than this many tokens (characters / 4).", default=None)
     drop_git_mining: bool = _doc("Drop episodes that searched git history for the fix.", default=True)
+    drop_test_tampering: bool = _doc("Drop episodes whose patch touches tests or test infrastructure.", default=True)
 
 
 @dataclass
@@ -723,7 +724,7 @@ def run_filter(ctx: Context) -> StageResult:
     f = ctx.cfg.filter
     records = wanted_trajectories(ctx.out, ctx.cfg.teacher.samples)
     fcfg = FilterConfig(keep=tuple(f.keep), max_turns=f.max_turns, max_tokens=f.max_tokens,
-                        drop_git_mining=f.drop_git_mining)
+                        drop_git_mining=f.drop_git_mining, drop_test_tampering=f.drop_test_tampering)
     res = filter_trajectories(records, fcfg)
     report = write_filtered(res, ctx.out / "trajectories" / "kept", fcfg)
     ctx.bar.update(completed=len(records), total=len(records), status=f"kept {report['kept']}/{report['input']}")

@@ -211,7 +211,9 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
 @click.option("--max-turns", default=None, type=int, help="Drop episodes with more assistant turns.")
 @click.option("--max-tokens", default=None, type=int, help="Drop episodes longer than this (characters / 4).")
 @click.option("--allow-git-mining", is_flag=True, help="Keep episodes that searched git history for the fix.")
-def filter_cmd(trajectories, out_dir, keep, max_turns, max_tokens, allow_git_mining):
+@click.option("--allow-test-tampering", is_flag=True,
+              help="Keep episodes whose patch touches tests or test infrastructure (conftest.py, pytest config, ...).")
+def filter_cmd(trajectories, out_dir, keep, max_turns, max_tokens, allow_git_mining, allow_test_tampering):
     """Keep the trajectories worth training on and count why the others were dropped.
 
     TRAJECTORIES is a JSONL file or a rollout directory. Writes OUT/kept.jsonl, one file per
@@ -227,7 +229,7 @@ def filter_cmd(trajectories, out_dir, keep, max_turns, max_tokens, allow_git_min
         raise click.BadParameter(f"unknown outcome {', '.join(bad)} (choose from {', '.join(OUTCOMES)})",
                                  param_hint="--keep")
     cfg = FilterConfig(keep=chosen, max_turns=max_turns, max_tokens=max_tokens,
-                       drop_git_mining=not allow_git_mining)
+                       drop_git_mining=not allow_git_mining, drop_test_tampering=not allow_test_tampering)
     res = filter_trajectories(load_trajectories(trajectories), cfg)
     report = write_filtered(res, out_dir, cfg)
     t = Table(title="filter")

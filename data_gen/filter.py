@@ -9,10 +9,16 @@ Rules, applied in this order (the first that matches names the drop reason):
    ``diff`` of an explicit commit id, stash listings, and anything touching remotes
    (fetch, pull, ls-remote). Even where the sandbox has nothing to find, such episodes teach
    a behaviour that leaks on benchmarks with unsanitized images.
-3. ``over_turns``: more assistant turns than ``max_turns``.
-4. ``over_length``: more than ``max_tokens`` tokens (counted as characters / 4 unless the
+3. ``test_tampering``: the final patch touches test files or test infrastructure
+   (`swelego.harness.is_test_infra`: test modules and directories, conftest.py, pytest / tox
+   configuration, runner shadows, in-tree package metadata) or a path in ``.git`` or outside
+   the tree. The grader restores all of these before the tests run, so such an episode may
+   still be resolved by its real change; but editing the tests instead of the code is not a
+   behaviour to train on.
+4. ``over_turns``: more assistant turns than ``max_turns``.
+5. ``over_length``: more than ``max_tokens`` tokens (counted as characters / 4 unless the
    caller passes a tokenizer's ``count`` function).
-5. ``not_kept``: its outcome is not in ``keep`` (resolved, semi_resolved, unresolved).
+6. ``not_kept``: its outcome is not in ``keep`` (resolved, semi_resolved, unresolved).
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swelego.harness import is_test_infra, patch_files, unsafe_patch_paths
+
 OUTCOMES = ("resolved", "semi_resolved", "unresolved")
-REASONS = ("error", "git_mining", "over_turns", "over_length", "not_kept")
+REASONS = ("error", "git_mining", "test_tampering", "over_turns", "over_length", "not_kept")
 
 _HEX = r"[0-9a-f]{7,40}"
 # `git` and its global options (some take a value: -C DIR, -c KEY=VALUE, --git-dir DIR).
@@ -80,6 +88,12 @@ def outcome(record: dict) -> str:
     return "unresolved"
 
 
+def tampered_paths(patch: str) -> list[str]:
+    """The paths of `patch` that are test infrastructure, inside .git or outside the tree."""
+    unsafe = set(unsafe_patch_paths(patch))
+    return [p for p in patch_files(patch) if p in unsafe or is_test_infra(p)]
+
+
 def assistant_turns(record: dict) -> int:
     return sum(1 for m in record.get("messages", []) if m.get("role") == "assistant")
 
@@ -91,12 +105,14 @@ def char_tokens(record: dict) -> int:
 
 @dataclass
 class FilterConfig:
-    """keep: outcomes kept; max_turns / max_tokens: None for no limit; drop_git_mining: rule 2."""
+    """keep: outcomes kept; max_turns / max_tokens: None for no limit; drop_git_mining: rule 2;
+    drop_test_tampering: rule 3."""
 
     keep: tuple[str, ...] = ("resolved",)
     max_turns: int | None = None
     max_tokens: int | None = None
     drop_git_mining: bool = True
+    drop_test_tampering: bool = True
 
 
 @dataclass
@@ -122,6 +138,8 @@ def drop_reason(record: dict, cfg: FilterConfig,
             rule = git_mining_reason(cmd)
             if rule:
                 return "git_mining", f"{rule}: {cmd[:160]}"
+    if cfg.drop_test_tampering and (touched := tampered_paths(record.get("patch") or "")):
+        return "test_tampering", ", ".join(touched[:5])[:200]
     turns = assistant_turns(record)
     if cfg.max_turns is not None and turns > cfg.max_turns:
         return "over_turns", f"{turns} turns > {cfg.max_turns}"
@@ -168,7 +186,7 @@ def write_filtered(res: FilterResult, out: str | Path, cfg: FilterConfig) -> dic
         "kept_by_outcome": res.kept_by_outcome(),
         "dropped": res.counts(),
         "config": {"keep": list(cfg.keep), "max_turns": cfg.max_turns, "max_tokens": cfg.max_tokens,
-                   "drop_git_mining": cfg.drop_git_mining},
+                   "drop_git_mining": cfg.drop_git_mining, "drop_test_tampering": cfg.drop_test_tampering},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report

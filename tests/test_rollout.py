@@ -218,7 +218,7 @@ def test_git_mining_rules():
     assert [c for c in fine if git_mining_reason(c) is not None] == []
 
 
-def _record(i: int, *, resolved=False, semi=False, commands=(), turns=3, exit_reason="finish") -> dict:
+def _record(i: int, *, resolved=False, semi=False, commands=(), turns=3, exit_reason="finish", patch="diff") -> dict:
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     for t in range(turns):
         cmd = commands[t] if t < len(commands) else "ls"
@@ -227,16 +227,36 @@ def _record(i: int, *, resolved=False, semi=False, commands=(), turns=3, exit_re
                                                            "arguments": json.dumps({"command": cmd})}}]})
         msgs.append({"role": "tool", "tool_call_id": f"c{t}", "content": "ok"})
     return {"instance_id": f"t{i}", "messages": msgs, "resolved": resolved, "semi_resolved": semi,
-            "patch": "diff", "exit_reason": exit_reason, "policy": "oracle", "sampling": {"sample": 0}}
+            "patch": patch, "exit_reason": exit_reason, "policy": "oracle", "sampling": {"sample": 0}}
+
+
+CONFTEST_PATCH = """\
+diff --git a/pkg/core.py b/pkg/core.py
+--- a/pkg/core.py
++++ b/pkg/core.py
+@@ -1 +1 @@
+-x = 1
++x = 2
+diff --git a/tests/conftest.py b/tests/conftest.py
+new file mode 100644
+--- /dev/null
++++ b/tests/conftest.py
+@@ -0,0 +1 @@
++import pytest
+"""
+GIT_CONFIG_PATCH = "--- a/.git/config\n+++ b/.git/config\n@@ -1 +1,2 @@\n [core]\n+\tfsmonitor = sh x\n"
 
 
 def test_filter_counts_every_reason(tmp_path):
     recs = [_record(0, resolved=True), _record(1, semi=True), _record(2),
             _record(3, resolved=True, commands=["git log --all -p"]), _record(4, resolved=True, turns=9),
-            _record(5, resolved=True, exit_reason="error"), _record(6, semi=True, commands=["x" * 4000])]
+            _record(5, resolved=True, exit_reason="error"), _record(6, semi=True, commands=["x" * 4000]),
+            _record(7, resolved=True, patch=CONFTEST_PATCH), _record(8, resolved=True, patch=GIT_CONFIG_PATCH)]
     res = filter_trajectories(recs, FilterConfig(keep=("resolved", "semi_resolved"), max_turns=8, max_tokens=500))
     assert [r["instance_id"] for r in res.kept] == ["t0", "t1"]
-    assert res.counts() == {"error": 1, "git_mining": 1, "over_turns": 1, "over_length": 1, "not_kept": 1}
+    assert res.counts() == {"error": 1, "git_mining": 1, "test_tampering": 2, "over_turns": 1, "over_length": 1,
+                            "not_kept": 1}
+    assert [d for _, why, d in res.dropped if why == "test_tampering"] == ["tests/conftest.py", ".git/config"]
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     res = CliRunner().invoke(cli_main, ["data", "filter", str(path), "--out", str(tmp_path / "f"),
@@ -248,7 +268,13 @@ def test_filter_counts_every_reason(tmp_path):
     assert report["dropped"]["git_mining"] == 1
     assert len((tmp_path / "f" / "resolved.jsonl").read_text().splitlines()) == 1
     dropped = [json.loads(x) for x in (tmp_path / "f" / "dropped.jsonl").read_text().splitlines()]
-    assert {d["drop_reason"] for d in dropped} == {"error", "git_mining", "over_turns", "over_length", "not_kept"}
+    assert {d["drop_reason"] for d in dropped} == {"error", "git_mining", "test_tampering", "over_turns",
+                                                   "over_length", "not_kept"}
+    assert report["dropped"]["test_tampering"] == 2
+    kept = CliRunner().invoke(cli_main, ["data", "filter", str(path), "--out", str(tmp_path / "t"),
+                                         "--allow-test-tampering"])
+    assert kept.exit_code == 0 and json.loads((tmp_path / "t" / "report.json").read_text())["dropped"][
+        "test_tampering"] == 0
     bad = CliRunner().invoke(cli_main, ["data", "filter", str(path), "--out", str(tmp_path / "g"), "--keep", "nope"])
     assert bad.exit_code != 0 and "unknown outcome nope" in bad.output
 
