@@ -296,3 +296,7 @@ data.add_command(validate_cmd)
 from data_gen.build import build_cmd  # noqa: E402
 
 data.add_command(build_cmd)
+
+from data_gen.attack_cli import attack_cmd  # noqa: E402
+
+data.add_command(attack_cmd)

@@ -329,3 +329,16 @@ def naive_eval_script(task: TaskInstance) -> str:
         lines += ["git apply --verbose - <<'EOF_NAIVE'", task.test_patch.rstrip("\n"), "EOF_NAIVE"]
     lines += [": '>>>>> Start Test Output'", task.test_cmd or "pytest -rA", ": '>>>>> End Test Output'"]
     return textwrap.dedent("\n".join(lines)) + "\n"
+
+
+def report_table(rep: AttackReport, title: str = "adversarial patches: rows graded resolved"):
+    """family x {our grader, official harness} -> resolved / built (a rich Table)."""
+    from rich.table import Table
+
+    t = Table(title=f"{title} ({rep.rows} rows)")
+    for col in ("family", "attacks built", "our grader", "official harness"):
+        t.add_column(col, justify="left" if col == "family" else "right")
+    for name in rep.built:
+        off = str(rep.official[name]) if name in rep.official else "-"
+        t.add_row(name, str(rep.built[name]), str(rep.ours[name]), off)
+    return t
