@@ -71,7 +71,7 @@ def bench_overhead(tasks, n: int) -> dict[str, float]:
         task = tasks[i % len(tasks)]
         with DockerSandbox(task.image) as sb:
             t0 = time.perf_counter()
-            sanitize_git(sb)
+            sanitize_git(sb, task.base_commit)
             sanitize.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             compute_patch(sb, task.base_commit)

@@ -250,35 +250,46 @@ def filter_cmd(trajectories, out_dir, keep, max_turns, max_tokens, allow_git_min
 @click.argument("dataset", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per row on stdout.")
 def audit(dataset, as_json):
-    """Prove for every row of DATASET that the fix is not reachable through git in its image.
+    """Prove for every row of DATASET that nothing beyond its base commit is in its image's git.
 
-    Checks history, reflog, branches, tags, stashes, remotes and every object in the store
-    (loose, packed or unreachable). Exits 1 when any row leaks.
+    DATASET: any swebench-style rows (JSONL, JSON, parquet, a save_to_disk folder, or a
+    synth/validate output folder) with at least instance_id, image, base_commit and patch;
+    other fields are ignored. Each row's image (which must exist locally) is checked from
+    inside a sandbox: the object store (loose, packed, alternates) must hold exactly the
+    objects reachable from base_commit; no other ref (branch, tag, stash, note, replace ref,
+    remote), FETCH_HEAD/ORIG_HEAD or reflog may remain; the fixed files and the lines the fix
+    adds must be nowhere in git. Prints one line per row (ok, LEAK with what leaked, image
+    missing, bad row naming file:line) and a summary. Exits 1 when a row leaks or cannot be
+    audited.
     """
-    from data_gen.sanitize import audit_task
-    from swelego.errors import SwelegoError
+    from collections import Counter
+
+    from data_gen.sanitize import audit_dataset
     from swelego.sandbox import docker_client
-    from swelego.schema import load_dataset
 
     client = docker_client()
-    tasks = load_dataset(dataset)
-    leaks = 0
+    counts: Counter[str] = Counter()
+    style = {"ok": "[green]ok[/]", "leak": "[red]LEAK[/]", "image_missing": "[yellow]image missing[/]",
+             "bad_row": "[yellow]bad row[/]", "error": "[red]audit failed[/]"}
     with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as p:
-        bar = p.add_task("audit", total=len(tasks))
-        for task in tasks:
-            try:
-                problems = audit_task(task, client=client)
-            except SwelegoError as e:
-                problems = [f"audit failed: {e}"]
-            leaks += bool(problems)
+        bar = p.add_task("audit", total=None)
+        for v in audit_dataset(dataset, client=client):
+            counts[v.status] += 1
             if as_json:
-                print(json.dumps({"instance_id": task.instance_id, "ok": not problems, "problems": problems}))
-            elif problems:
-                err.print(f"[red]LEAK[/] {escape(task.instance_id)}: {escape('; '.join(problems))}", highlight=False)
+                print(json.dumps(v.to_json()), flush=True)
+            else:
+                what = "; ".join(v.problems)
+                head = " ".join(x for x in (style[v.status], escape(v.where), escape(v.instance_id)) if x)
+                out.print(head + (f": {escape(what)}" if what else ""), highlight=False, soft_wrap=True)
             p.advance(bar)
-    msg = f"{len(tasks) - leaks}/{len(tasks)} rows clean"
-    (err if leaks or as_json else out).print(msg if not leaks else f"[red]{msg}: {leaks} leak(s)[/]")
-    if leaks:
+    total = sum(counts.values())
+    parts = [f"{counts[k]} {label}" for k, label in (("ok", "ok"), ("leak", "leak(s)"), ("error", "audit failure(s)"),
+                                                     ("image_missing", "image(s) missing"), ("bad_row", "bad row(s)"))
+             if counts[k]]
+    failed = counts["leak"] + counts["error"]
+    msg = f"{total} row(s): " + (", ".join(parts) if parts else "none")
+    (err if as_json else out).print(f"[red]{msg}[/]" if failed else msg, highlight=False)
+    if failed:
         sys.exit(1)
 
 

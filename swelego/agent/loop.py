@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 from swelego.agent.tools import TOOL_SCHEMAS, ToolBox
 from swelego.agent.trajectory import Step, Trajectory, normalize_tool_calls
 from swelego.harness import patch_files, run_eval
+from swelego.sandbox.gitsanitize import SanitizeResult, sanitize_repo
 from swelego.schema import TaskInstance
 
 DEFAULT_SYSTEM_PROMPT = """\
@@ -44,19 +45,6 @@ MALFORMED = (
     "Write the call again in the expected format."
 )
 
-# Drop every trace of history other than the checked-out commit: remotes, other branches,
-# tags, stashes and reflogs.
-SANITIZE_GIT = (
-    "set -e; "
-    "for r in $(git remote); do git remote remove \"$r\"; done; "
-    "cur=$(git symbolic-ref -q HEAD || true); "
-    "git for-each-ref --format='%(refname)' | while read -r ref; do "
-    "if [ \"$ref\" != \"$cur\" ]; then git update-ref -d \"$ref\"; fi; done; "
-    "git reflog expire --expire=now --expire-unreachable=now --all; "
-    "rm -rf .git/logs; true"
-)
-
-
 @runtime_checkable
 class Policy(Protocol):
     def next_message(self, messages: list[dict], tools: list[dict]) -> dict:
@@ -68,10 +56,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def sanitize_git(sandbox, workdir: str = "/testbed") -> None:
-    r = sandbox.exec(SANITIZE_GIT, timeout=120, workdir=workdir)
-    if r.exit_code != 0:
-        raise RuntimeError(f"could not sanitize git history: {r.output.strip()[-300:]}")
+def sanitize_git(sandbox, base_commit: str | None = None, workdir: str = "/testbed") -> SanitizeResult:
+    """Leave in the repository only `base_commit` (HEAD's commit when None) and its history:
+    no other ref, reflog or object (see swelego.sandbox.gitsanitize)."""
+    return sanitize_repo(sandbox, base_commit, workdir=workdir)
 
 
 def compute_patch(sandbox, base_commit: str, workdir: str = "/testbed") -> str:
@@ -138,7 +126,7 @@ def run_episode(
         {"role": "system", "content": system_prompt},
         {"role": "user", "content": USER_TEMPLATE.format(problem_statement=task.problem_statement.strip())},
     ]
-    sanitize_git(sandbox)
+    sanitize_git(sandbox, task.base_commit)
     exit_reason = "max_turns"
     try:
         while traj.turns < max_turns:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from swelego.errors import SourceError
+from swelego.sandbox.gitsanitize import sanitize_local
 
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|git@)")
 _PYPI_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
@@ -106,6 +107,7 @@ def _finish_testbed(dest: Path) -> str:
         git("remote", "remove", remote, cwd=dest)
     git("reflog", "expire", "--expire=now", "--all", cwd=dest)
     git("gc", "-q", "--prune=now", cwd=dest)
+    sanitize_local(dest)  # and what gc leaves behind: FETCH_HEAD, reflog files, commit-graph
     excludes = dest / ".git" / "info" / "exclude"
     excludes.parent.mkdir(parents=True, exist_ok=True)
     excludes.write_text("\n".join(GIT_EXCLUDES) + "\n")
