@@ -283,11 +283,11 @@ def audit(dataset, as_json):
                 out.print(head + (f": {escape(what)}" if what else ""), highlight=False, soft_wrap=True)
             p.advance(bar)
     total = sum(counts.values())
-    parts = [f"{counts[k]} {label}" for k, label in (("ok", "ok"), ("leak", "leak(s)"), ("error", "audit failure(s)"),
+    parts = [f"{counts[k]} {label}" for k, label in (("leak", "leak(s)"), ("error", "audit failure(s)"),
                                                      ("image_missing", "image(s) missing"), ("bad_row", "bad row(s)"))
              if counts[k]]
     failed = counts["leak"] + counts["error"]
-    msg = f"{total} row(s): " + (", ".join(parts) if parts else "none")
+    msg = f"{counts['ok']}/{total} rows clean" + (f": {', '.join(parts)}" if parts else "")
     (err if as_json else out).print(f"[red]{msg}[/]" if failed else msg, highlight=False)
     if failed:
         sys.exit(1)

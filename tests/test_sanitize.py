@@ -224,7 +224,7 @@ def test_audit_finds_every_leak_and_passes_the_sanitized_image(leaky_task, clien
     assert any("rows.jsonl:2" in ln and "bad row" in ln and "not valid JSON" in ln for ln in lines), r.stdout
     assert any("rows.jsonl:3" in ln and "bad row" in ln and "base_commit" in ln for ln in lines), r.stdout
     assert any("rows.jsonl:4" in ln and "image missing" in ln for ln in lines), r.stdout
-    assert "4 row(s): 1 leak(s), 1 image(s) missing, 2 bad row(s)" in r.stdout
+    assert "0/4 rows clean: 1 leak(s), 1 image(s) missing, 2 bad row(s)" in r.stdout
 
     # The same image after the sanitization that image building and episodes use: clean.
     with DockerSandbox(leaky_task.image, client=client) as sb:
@@ -236,3 +236,4 @@ def test_audit_finds_every_leak_and_passes_the_sanitized_image(leaky_task, clien
     assert r.returncode == 0, r.stdout + r.stderr
     verdicts = [json.loads(ln) for ln in r.stdout.splitlines()]
     assert [(v["status"], v["ok"], v["problems"], v["where"]) for v in verdicts] == [("ok", True, [], "clean.jsonl:1")]
+    assert "1/1 rows clean" in r.stderr
