@@ -42,6 +42,7 @@ from swelego.errors import SwelegoError
 from swelego.harness import TestRun, apply_patch, make_eval_script, run_eval, run_tests
 from swelego.llm import client_from_options
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
+from swelego.sandbox.buildbox import BuildBox
 from swelego.sandbox.images import (
     EnvImage,
     build_env_image,
@@ -275,7 +276,8 @@ class _RepoValidator:
     def _python(self, spec: EnvSpec):
         if spec.base not in self.pythons:
             image = ensure_base_image(spec.base, client=self.client, log=lambda m: None)
-            self.pythons[spec.base] = probe_python(image, self.client)
+            # the box: where the project's build code runs when its metadata is not static
+            self.pythons[spec.base] = (probe_python(image, self.client), BuildBox(image, client=self.client))
         return self.pythons[spec.base]
 
     def key(self, prepared: PreparedRepo, spec: EnvSpec) -> str:
@@ -288,8 +290,9 @@ class _RepoValidator:
         cache_key = f"{digest.hexdigest()}:{spec.python}:{sorted(spec.extra_deps)}"
         with self.lock:
             if cache_key not in self.requirements:
-                py = self._python(spec)
-                self.requirements[cache_key], _ = dependency_requirements(tb, py, spec.extra_deps, log=lambda m: None)
+                py, box = self._python(spec)
+                self.requirements[cache_key], _ = dependency_requirements(tb, py, spec.extra_deps, log=lambda m: None,
+                                                                          box=box)
         return dependency_key(spec, self.requirements[cache_key])
 
     def ensure_env(self, prepared: PreparedRepo, spec: EnvSpec) -> EnvImage:

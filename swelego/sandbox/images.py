@@ -2,13 +2,15 @@
 
 An environment image holds the repository at /testbed as a clean git repo at its base
 commit and its dependencies in /opt/venv, installed from wheels downloaded on the host:
-the build itself runs with no network. Tags are content hashes of everything that goes
-into the image, so an unchanged spec never rebuilds, and the names are valid swebench
-`image` fields.
+the build itself runs with no network. The repository's build code (and that of sdist-only
+dependencies) runs only in no-network sandboxes (`buildbox`): the host downloads files and
+reads static metadata. Tags are content hashes of everything that goes into the image, so an
+unchanged spec never rebuilds, and the names are valid swebench `image` fields.
 """
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
@@ -16,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import tomllib
@@ -24,13 +27,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import docker.errors
+from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 import docker
-from swelego.errors import ImageBuildError, SwelegoError
+from swelego.errors import ImageBuildError, SourceError, SwelegoError
+from swelego.sandbox import index
+from swelego.sandbox.buildbox import NO_MATCH, BuildBox, MissingRequirement
 from swelego.sandbox.docker import docker_client
-from swelego.sandbox.sources import PreparedRepo, RepoSource, prepare_testbed
+from swelego.sandbox.sources import PreparedRepo, RepoSource, git, prepare_testbed
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
 ENV_FORMAT = 2  # bump when the image layout changes, so old images are not reused
@@ -109,7 +115,9 @@ class PythonInfo:
     def platforms(self) -> list[str]:
         major, minor = self.glibc
         tags = [f"manylinux_{major}_{m}_{self.machine}" for m in range(minor, 16, -1)]
-        return tags + [f"manylinux2014_{self.machine}", f"manylinux2010_{self.machine}", f"manylinux1_{self.machine}"]
+        # linux_*: wheels built from sdists in the build sandbox carry the plain platform tag
+        return tags + [f"manylinux2014_{self.machine}", f"manylinux2010_{self.machine}", f"manylinux1_{self.machine}",
+                       f"linux_{self.machine}"]
 
 
 def probe_python(image: str, client: docker.DockerClient) -> PythonInfo:
@@ -144,19 +152,150 @@ def _keep(req: Requirement, py: PythonInfo, extras: tuple[str, ...]) -> bool:
     return any(req.marker.evaluate(_marker_env(py, e)) for e in extras)
 
 
-def project_metadata(testbed: Path) -> dict:
-    """The project's core metadata (name, requires_dist), computed by pip on the host."""
-    p = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "-q",
-         "--report", "-", str(testbed)],
-        capture_output=True, text=True)
-    if p.returncode != 0:
-        return {}
+def _pyproject(tree: Path) -> dict:
     try:
-        report = json.loads(p.stdout)
-        return report["install"][0]["metadata"]
-    except (ValueError, KeyError, IndexError):
+        return tomllib.loads((tree / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return {}
+
+
+def _with_extra(raw: str, extra: str) -> str | None:
+    """`raw` as a Requires-Dist line of the extra `extra`."""
+    try:
+        r = Requirement(raw)
+    except InvalidRequirement:
+        return None
+    cond = f'extra == "{extra}"'
+    r.marker = Marker(f"({r.marker}) and {cond}" if r.marker else cond)
+    return str(r)
+
+
+def static_metadata(tree: Path) -> dict | None:
+    """{name, requires_dist} when the project declares its dependencies statically (a PEP 621
+    [project] table that does not mark them dynamic, or a setuptools setup.cfg with no
+    setup.py and no file:/attr: directives); None when only its build code can tell."""
+    data = _pyproject(tree)
+    project = data.get("project")
+    if isinstance(project, dict) and isinstance(project.get("name"), str):
+        if {"dependencies", "optional-dependencies"} & set(project.get("dynamic") or []):
+            return None
+        reqs = [d for d in project.get("dependencies") or [] if isinstance(d, str)]
+        for extra, deps in (project.get("optional-dependencies") or {}).items():
+            reqs += [x for d in deps if isinstance(d, str) and (x := _with_extra(d, extra))]
+        return {"name": project["name"], "requires_dist": reqs}
+    backend = (data.get("build-system") or {}).get("build-backend", "setuptools.build_meta")
+    cfg_file = tree / "setup.cfg"
+    if project is not None or (tree / "setup.py").exists() or not cfg_file.is_file() or \
+            not str(backend).startswith("setuptools."):
+        return None
+    cp = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        cp.read_string(cfg_file.read_text(errors="replace"))
+    except configparser.Error:
+        return None
+    name = cp.get("metadata", "name", fallback="").strip()
+    values = [("", cp.get("options", "install_requires", fallback=""))]
+    if cp.has_section("options.extras_require"):
+        values += list(cp.items("options.extras_require"))
+    if not name or any(v.strip().startswith(("file:", "attr:")) for _, v in values):
+        return None
+    reqs = []
+    for extra, value in values:
+        for line in value.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                req = _with_extra(line, extra) if extra else line
+                if req is None:
+                    return None
+                reqs.append(req)
+    return {"name": name, "requires_dist": reqs}
+
+
+def _tree_id(tree: Path) -> str | None:
+    try:
+        if git("status", "--porcelain", cwd=tree).strip():
+            return None
+        return git("rev-parse", "HEAD^{tree}", cwd=tree).strip()
+    except SwelegoError:
+        return None
+
+
+def project_metadata(tree: Path, py: PythonInfo, box: BuildBox | None, *, version: str = "", log=print) -> dict:
+    """The project's core metadata (name, requires_dist): read from its files when they are
+    static, else prepared by its build backend in `box` (never on the host). Cached per
+    tree and base image. {} when it cannot be read (the reason is logged)."""
+    static = static_metadata(tree)
+    if static is not None:
+        return static
+    if box is None:
+        return {}
+    tree_id = _tree_id(tree)
+    name = f"{tree_id}-{box.image_id[7:23]}-{_slug(version) if version else 'scm'}.json"
+    cache = cache_dir() / "metadata" / name if tree_id else None
+    if cache is not None and cache.is_file():
+        try:
+            return json.loads(cache.read_text())
+        except ValueError:
+            pass
+    log("reading the project's metadata in a sandbox (its build code runs there, offline) ...")
+    try:
+        meta = _in_box(box, py, build_requirements(_pyproject(tree)),
+                       lambda wheels: box.metadata(tree, wheels, version=version))
+    except SwelegoError as e:
+        log(f"warning: the project's metadata could not be prepared in the sandbox: {str(e).splitlines()[0]}")
+        return {}
+    meta = {"name": meta.get("name", ""), "requires_dist": meta.get("requires_dist") or []}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, cache)
+    return meta
+
+
+def build_requirements(pyproject: dict) -> list[str]:
+    """What pip installs before running a project's backend (PEP 518; setuptools when the
+    project names no build system)."""
+    system = pyproject.get("build-system")
+    requires = system.get("requires") if isinstance(system, dict) else None
+    if not isinstance(requires, list):
+        requires = ["setuptools>=40.8.0"]
+    return [r for r in requires if isinstance(r, str)] + ["wheel"]
+
+
+def _sdist_pyproject(sdist: Path) -> dict:
+    """The top-level pyproject.toml of an sdist archive, read without unpacking it."""
+    try:
+        if sdist.name.endswith(".zip"):
+            with zipfile.ZipFile(sdist) as z:
+                name = next((n for n in z.namelist() if n.count("/") == 1 and n.endswith("/pyproject.toml")), None)
+                text = z.read(name) if name else b""
+        else:
+            with tarfile.open(sdist) as t:
+                m = next((m for m in t if m.isfile() and m.name.count("/") == 1
+                          and m.name.endswith("/pyproject.toml")), None)
+                text = t.extractfile(m).read() if m else b""
+        return tomllib.loads(text.decode("utf-8", errors="replace"))
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, tomllib.TOMLDecodeError, KeyError):
+        return {}
+
+
+def _in_box(box: BuildBox, py: PythonInfo, reqs: list[str], call, depth: int = 0):
+    """`call(build_wheels)` with the wheels of `reqs` (and pip) downloaded on the host; a
+    requirement the backend asks for at build time is fetched and the call repeated."""
+    with tempfile.TemporaryDirectory(prefix="swelego-buildreqs-") as tmp:
+        wheels = Path(tmp)
+        wanted = ["pip", *reqs]
+        download_wheels(wanted, py, wheels, box=box, _depth=depth + 1)
+        for _ in range(8):
+            try:
+                return call(wheels)
+            except MissingRequirement as m:
+                if m.requirement in wanted:
+                    raise SwelegoError(f"the sandboxed build cannot use the downloaded wheel of {m.requirement}") from None
+                wanted.append(m.requirement)
+                download_wheels(wanted, py, wheels, box=box, _depth=depth + 1)
+        raise SwelegoError("the sandboxed build kept asking for more build requirements")
 
 
 def _requirement_lines(text: str) -> list[str]:
@@ -170,13 +309,14 @@ def _requirement_lines(text: str) -> list[str]:
 
 
 def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str, ...] = (),
-                            log=print) -> tuple[list[str], str]:
+                            log=print, *, box: BuildBox | None = None, version: str = "") -> tuple[list[str], str]:
     """Requirements to preinstall: runtime deps, test extras, test requirement files, the
-    build backend (for the editable install), pytest, and the user's extras.
-    Returns (requirements, project name)."""
-    meta = project_metadata(testbed)
+    build backend (for the editable install), pytest, and the user's extras. Metadata that
+    only the project's build code can compute is computed in `box`; without one, only
+    static metadata is read. Returns (requirements, project name)."""
+    meta = project_metadata(testbed, py, box, version=version, log=log)
     if not meta and any((testbed / f).exists() for f in ("pyproject.toml", "setup.py", "setup.cfg")):
-        log("warning: pip could not read the project's metadata; its runtime dependencies are not "
+        log("warning: the project's metadata could not be read; its runtime dependencies are not "
             "preinstalled (add them with --extra-dep)")
     reqs: list[str] = []
     for raw in meta.get("requires_dist", []) or []:
@@ -187,14 +327,11 @@ def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str
         if _keep(r, py, ("",) + TEST_EXTRAS):
             reqs.append(_strip_marker(r))
     build_reqs = ["setuptools>=64", "wheel"]
-    pyproject = testbed / "pyproject.toml"
-    if pyproject.exists():
-        try:
-            data = tomllib.loads(pyproject.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            data = {}
-        build_reqs += data.get("build-system", {}).get("requires", [])
-        groups = data.get("dependency-groups", {})
+    data = _pyproject(testbed)
+    if data:
+        requires = (data.get("build-system") or {}).get("requires") or []
+        build_reqs += [r for r in requires if isinstance(r, str)] if isinstance(requires, list) else []
+        groups = data.get("dependency-groups") or {}
         for g in TEST_EXTRAS:
             reqs += [x for x in groups.get(g, []) if isinstance(x, str)]
     for pattern in _REQ_FILE_GLOBS:
@@ -253,35 +390,77 @@ def _missing_for_target(dest: Path, reqs: list[str], py: PythonInfo) -> list[str
     return sorted(set(missing))
 
 
-def download_wheels(reqs: list[str], py: PythonInfo, dest: Path) -> None:
-    """Download wheels for `reqs` and their dependencies, for the image's Python, into `dest`."""
+def download_wheels(reqs: list[str], py: PythonInfo, dest: Path, *, box: BuildBox | None = None,
+                    log=print, _depth: int = 0) -> None:
+    """Download wheels for `reqs` and their dependencies, for the image's Python, into `dest`.
+    A requirement with no wheel for it is built from its sdist in `box` (the host downloads
+    the sdist; its build code runs in the sandbox), and the built wheel joins `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
     todo = list(reqs)
-    for _ in range(8):
-        _pip_download(todo, py, dest)
+    built: set[str] = set()
+    for _ in range(32):
+        missing = _pip_download(todo, py, dest)
+        if missing is not None:
+            _wheel_from_sdist(missing, py, dest, box, built, log, _depth)
+            continue
         todo = _missing_for_target(dest, reqs, py)
         if not todo:
             return
     raise SwelegoError(f"dependencies for Python {py.version} did not converge; still missing: {', '.join(todo)}")
 
 
-def _pip_download(reqs: list[str], py: PythonInfo, dest: Path) -> None:
+def _wheel_from_sdist(req_text: str, py: PythonInfo, dest: Path, box: BuildBox | None, built: set[str],
+                      log, depth: int) -> None:
+    where = f"could not fetch wheels for Python {py.version}"
+    try:
+        req = Requirement(req_text)
+    except InvalidRequirement:
+        raise SwelegoError(f"{where}: pip names no usable requirement ({req_text!r})") from None
+    name = canonicalize_name(req.name)
+    if name in built:
+        raise SwelegoError(f"{where}: the wheel built from the sdist of {name} does not satisfy {req_text}")
+    if box is None:
+        raise SwelegoError(f"{where}: {req_text} has no wheel for it (sdists are built only in a build sandbox)")
+    if depth > 3:
+        raise SwelegoError(f"{where}: {req_text} has no wheel, and building it needs too deep a chain of sdists")
+    try:
+        sdist = index.fetch_sdist(req.name, str(req.specifier), cache_dir() / "sdists", python=py.version)
+    except SourceError as e:
+        raise SwelegoError(f"{where}: {req_text} has no wheel for it, and {e}") from None
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()[:20]
+    cached = cache_dir() / "built-wheels" / f"{digest}-{py.abi}-{py.machine}-{box.image_id[7:23]}"
+    wheels = sorted(cached.glob("*.whl"))
+    if not wheels:
+        log(f"building a wheel of {sdist.name} in a sandbox (no wheel for Python {py.version}) ...")
+        with tempfile.TemporaryDirectory(prefix="swelego-sdist-") as tmp:
+            try:
+                made = _in_box(box, py, build_requirements(_sdist_pyproject(sdist)),
+                               lambda build: box.build_wheel(sdist, build, Path(tmp)), depth)
+            except SwelegoError as e:
+                raise SwelegoError(f"{where}: {req_text} has no wheel, and building {sdist.name} in the sandbox "
+                                   f"failed: {str(e).splitlines()[0]}") from None
+            cached.mkdir(parents=True, exist_ok=True)
+            for w in made:
+                shutil.copy2(w, cached / w.name)
+        wheels = sorted(cached.glob("*.whl"))
+    for w in wheels:
+        shutil.copy2(w, dest / w.name)
+    built.add(name)
+
+
+def _pip_download(reqs: list[str], py: PythonInfo, dest: Path) -> str | None:
+    """Download wheels only (nothing is built or run here). Returns the requirement that
+    has no wheel for the image's Python, None when everything was downloaded."""
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
-           "--python-version", py.version, "--implementation", "cp", "--abi", py.abi, "--abi", "abi3",
-           "--abi", "none"]
+           "--find-links", str(dest), "--python-version", py.version, "--implementation", "cp",
+           "--abi", py.abi, "--abi", "abi3", "--abi", "none"]
     for plat in py.platforms():
         cmd += ["--platform", plat]
     p = subprocess.run(cmd + reqs, capture_output=True, text=True)
     if p.returncode == 0:
-        return
-    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    if host == py.version:
-        # Some requirement ships only an sdist: build its wheel here, with the same Python.
-        q = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(dest), *reqs],
-                           capture_output=True, text=True)
-        if q.returncode == 0:
-            return
-        p = q
+        return None
+    if m := NO_MATCH.search(p.stderr):
+        return m.group(1)
     err = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
     why = next((ln for ln in err if "ERROR" in ln), err[-1] if err else "unknown error")
     raise SwelegoError(f"could not fetch wheels for Python {py.version}: {why.strip()}")
@@ -364,14 +543,16 @@ def build_env_image(
             pass
         t0 = time.monotonic()
         py = probe_python(base_name, client)
+        box = BuildBox(base_name, client=client)
+        version = repo.version if src.kind == "pypi" else ""
         log(f"resolving dependencies of {repo.name} {repo.version} for Python {py.version} ...")
-        reqs, _ = dependency_requirements(repo.testbed, py, tuple(extra_deps), log=log)
-        download_wheels(reqs, py, ctx / "wheels")
+        reqs, _ = dependency_requirements(repo.testbed, py, tuple(extra_deps), log=log, box=box, version=version)
+        download_wheels(reqs, py, ctx / "wheels", box=box, log=log)
         (ctx / "wheels" / "requirements.txt").write_text("\n".join(reqs) + "\n")
         (ctx / "Dockerfile").write_text(template.format(base=base_name))
         (ctx / "install-testbed.sh").write_text(installer)
         (ctx / "setup.sh").write_text("# user setup commands\n" + "\n".join(setup) + "\n")
-        (ctx / "version").write_text(repo.version if src.kind == "pypi" else "")
+        (ctx / "version").write_text(version)
         info = EnvImage(image=name, repo=repo.name, version=repo.version, source=src.raw, base=base_name,
                         python=py.version, base_commit=repo.base_commit, test_cmd=test_cmd,
                         spec_hash=spec_hash, requirements=reqs)

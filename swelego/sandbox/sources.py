@@ -10,14 +10,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from packaging.version import InvalidVersion, Version
+
 from swelego.errors import SourceError
+from swelego.sandbox import index
 from swelego.sandbox.gitsanitize import sanitize_local
 
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|git@)")
@@ -151,40 +153,28 @@ _COPY_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "
 
 
 def download_sdist(name: str, version: str | None, cache: Path) -> tuple[Path, str]:
-    """Fetch the sdist of NAME[==VERSION] into `cache`; return (file, version)."""
+    """Fetch the sdist of NAME[==VERSION] into `cache`; return (file, version). Nothing of the
+    sdist runs here: the file is found on the configured package indexes and downloaded."""
     cache.mkdir(parents=True, exist_ok=True)
-    norm = re.sub(r"[-_.]+", "_", name).lower()
-
-    def find(ver: str | None) -> list[Path]:
-        out = []
-        for f in cache.iterdir():
-            m = re.match(r"^(.+?)-([^-]+?)(\.tar\.gz|\.zip|\.tar\.bz2)$", f.name)
-            if m and re.sub(r"[-_.]+", "_", m.group(1)).lower() == norm and (ver is None or m.group(2) == ver):
-                out.append(f)
-        return out
-
-    if version and (hit := find(version)):
-        return hit[0], version
+    if version:
+        try:
+            want = Version(version)
+        except InvalidVersion:
+            raise SourceError(f"pypi:{name}=={version}: {version!r} is not a valid version") from None
+        for f in sorted(cache.iterdir()):
+            if f.is_file() and index.sdist_version(f.name, name) == want:
+                return f, version
     req = f"{name}=={version}" if version else name
-    before = set(cache.iterdir())
-    p = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(cache), req],
-        capture_output=True, text=True,
-    )
-    if p.returncode != 0:
-        err = p.stderr.strip().splitlines()
-        why = next((ln for ln in err if "No matching distribution" in ln or "Could not find" in ln),
-                   next((ln for ln in err if ln.lstrip().lower().startswith("error")), err[-1] if err else ""))
-        if "No matching distribution" in why or "Could not find a version" in why:
-            raise SourceError(f"pypi:{req}: no sdist of that version on PyPI ({why.strip()})")
-        raise SourceError(f"pypi:{req}: download failed ({why.strip()})")
-    new = [f for f in set(cache.iterdir()) - before] or find(version)
-    files = [f for f in new if f in find(None)]
+    cfg = index.pip_config()
+    files = index.find_sdists(name, cfg)
     if not files:
-        raise SourceError(f"pypi:{req}: pip reported success but no sdist was found in {cache}")
-    f = max(files, key=lambda x: x.stat().st_mtime)
-    ver = re.match(r"^(.+?)-([^-]+?)(\.tar\.gz|\.zip|\.tar\.bz2)$", f.name).group(2)
-    return f, ver
+        raise SourceError(f"pypi:{req}: no sdist of {name} on PyPI or the configured indexes ({cfg.describe()})")
+    best = index.choose_sdist(files, f"=={version}" if version else "")
+    if best is None:
+        newest = max(f.version for f in files)
+        raise SourceError(f"pypi:{req}: no sdist of that version on PyPI (the newest sdist is {newest})")
+    f = index.download(best, cache, cfg)
+    return f, version or str(best.version)
 
 
 def _unpack(archive: Path, dest: Path) -> None:
