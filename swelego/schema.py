@@ -1,9 +1,20 @@
 """TaskInstance: a valid swebench 5 row plus swelego's own fields.
 
-The official harness reads the swebench fields unmodified; our fields ride along. Rows
-round-trip losslessly through JSONL and HF `datasets` (save_to_disk / load_from_disk):
-nested free-form data lives in `metadata` as a JSON string, so Arrow never merges the
-schemas of different rows.
+The official harness reads the swebench fields unmodified; our fields ride along. Fields we do
+not declare (official rows carry `environment_setup_commit`, Verified's `difficulty` strings
+such as "<15 min fix", swebench 5's `image_assets`, SWE-rebench's `meta` / `install_config` /
+`docker_image`, SWE-smith's `image_name`, ...) are kept as they are and written back out
+unchanged, to JSONL, to HF datasets and to the harness. FAIL_TO_PASS / PASS_TO_PASS arrive as
+lists or JSON strings and are held (and written) as lists, which swebench reads either way.
+
+Our own turn-count curriculum bucket is `curriculum_bucket`; `difficulty` belongs to the row's
+source (Verified's human estimate) and is never read or written by swelego.
+
+Rows round-trip losslessly through JSONL and HF `datasets` (save_to_disk / load_from_disk).
+Arrow needs one schema per dataset, so `to_dataset` stores every undeclared field as a string
+column (absent = null): strings as they are, anything else (numbers, lists, dicts, null) as
+JSON, named per row in the `_json_fields` column; `from_row` decodes them back exactly.
+Free-form data of ours lives in `metadata`, a JSON string in Arrow.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ def _now() -> str:
 
 
 class TaskInstance(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Undeclared fields are kept (official datasets carry more than we model; see the docstring).
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     # -- swebench 5 fields -------------------------------------------------------------
     instance_id: str
@@ -48,7 +60,7 @@ class TaskInstance(BaseModel):
     # -- swelego fields ----------------------------------------------------------------
     source: str = ""  # "real" | "synthetic" | "imported" ...
     strategy: str = ""  # e.g. "procedural/op_swap", "llm_rewrite", "pr"
-    difficulty: str = ""  # curriculum bucket, when known
+    curriculum_bucket: str = ""  # our turn-count bucket (easy/medium/hard), when known; not `difficulty`
     test_cmd: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -57,6 +69,14 @@ class TaskInstance(BaseModel):
     def _tests_from_json(cls, v):
         # swebench's HF datasets store these as JSON strings; accept both shapes.
         return json.loads(v) if isinstance(v, str) else v
+
+    @field_validator("version", "created_at", mode="before")
+    @classmethod
+    def _as_text(cls, v):
+        # Some exports type these as numbers (version 3.0) or Arrow timestamps; swebench wants strings.
+        if isinstance(v, datetime):
+            return v.strftime("%Y-%m-%dT%H:%M:%SZ") if v.tzinfo is None else v.isoformat()
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -70,15 +90,51 @@ class TaskInstance(BaseModel):
             raise ValueError(f"instance_id must be non-empty, without spaces or '/': {v!r}")
         return v
 
+    @property
+    def extra_fields(self) -> dict[str, Any]:
+        """The row's fields that TaskInstance does not declare, as the row gave them."""
+        return dict(self.__pydantic_extra__ or {})
+
     def to_row(self) -> dict[str, Any]:
-        """A flat dict for JSONL, `datasets` and swebench (lists stay lists; metadata is JSON)."""
+        """A flat dict for JSONL, `datasets` and swebench (lists stay lists; metadata is JSON;
+        undeclared fields as the row gave them)."""
         row = self.model_dump()
         row["metadata"] = json.dumps(self.metadata, sort_keys=True)
         return row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TaskInstance:
+        """A row of JSONL, a Hub dataset or our own `to_dataset` (whose `_json_fields` it decodes)."""
+        if JSON_FIELDS_COLUMN in row:
+            row = _decode_arrow_extras(row)
         return cls(**row)
+
+
+JSON_FIELDS_COLUMN = "_json_fields"  # to_dataset: the undeclared fields of a row stored as JSON text
+
+
+def _decode_arrow_extras(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    as_json = set(row.pop(JSON_FIELDS_COLUMN) or ())
+    for name in [k for k in row if k not in TaskInstance.model_fields]:
+        value = row[name]
+        if name in as_json:
+            row[name] = json.loads(value)
+        elif value is None:  # a column another row of the dataset has; this row never had it
+            del row[name]
+    return row
+
+
+def _encode_arrow_extras(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    as_json = []
+    for name in columns:
+        if name not in row:
+            row[name] = None
+        elif not isinstance(row[name], str):
+            row[name] = json.dumps(row[name], ensure_ascii=False)
+            as_json.append(name)
+    row[JSON_FIELDS_COLUMN] = as_json
+    return row
 
 
 def save_jsonl(tasks: Iterable[TaskInstance], path: str | Path) -> Path:
@@ -127,11 +183,19 @@ def load_jsonl(path: str | Path, *, problems: list[str] | None = None) -> list[T
 def to_dataset(tasks: Iterable[TaskInstance]):
     import datasets
 
+    tasks = list(tasks)
     rows = [t.to_row() for t in tasks]
     features = datasets.Features(
         {name: datasets.List(datasets.Value("string")) if name in ("FAIL_TO_PASS", "PASS_TO_PASS")
          else datasets.Value("string") for name in TaskInstance.model_fields}
     )
+    extras = sorted({name for t in tasks for name in t.extra_fields})
+    if extras:  # one schema for rows with different extra fields: typed string columns (docstring)
+        if JSON_FIELDS_COLUMN in extras:
+            raise ValueError(f"a row has a field named {JSON_FIELDS_COLUMN!r}, which to_dataset reserves")
+        rows = [_encode_arrow_extras(r, extras) for r in rows]
+        features.update({name: datasets.Value("string") for name in extras})
+        features[JSON_FIELDS_COLUMN] = datasets.List(datasets.Value("string"))
     if not rows:  # from_list([]) knows no columns and fails against the features
         return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     return datasets.Dataset.from_list(rows, features=features)
