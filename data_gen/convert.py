@@ -137,7 +137,10 @@ def _summary(counts: Counter, out: str | None, extra: str = "") -> None:
 @click.option("--mask/--no-mask", default=True, show_default=True,
               help="sharegpt: flag erroneous assistant turns with turn_mask=true (the error-label rules of "
                    "swelego.agent.labels); --no-mask flags none.")
-def export_cmd(traj, fmt, out, mask):
+@click.option("--mask-source", type=click.Choice(["rules", "imported", "both"]), default="rules", show_default=True,
+              help="sharegpt: which turns --mask flags: our error rules, the masks an imported trajectory "
+                   "shipped with (SWE-Lego's turn_mask), or both.")
+def export_cmd(traj, fmt, out, mask, mask_source):
     """Export trajectories (TRAJ: a JSONL/JSON file of our trajectories, or a rollout directory)
     for other trainers.
 
@@ -150,6 +153,7 @@ def export_cmd(traj, fmt, out, mask):
     {"messages": "messages"}, tags role/content/user/assistant/system.
     """
     from swelego.agent.formats import to_openhands_messages, to_sharegpt
+    from swelego.agent.labels import turn_labels
     from swelego.agent.trajectory import Trajectory
 
     masked_turns = Counter()
@@ -161,7 +165,8 @@ def export_cmd(traj, fmt, out, mask):
             raise ValueError("not a trajectory (needs `instance_id` and a `messages` list)")
         t = Trajectory.from_dict(rec)
         if fmt == "sharegpt":
-            row = to_sharegpt(t, None if mask else ())
+            turns = {lab.message_index for lab in turn_labels(t, source=mask_source) if lab.error} if mask else ()
+            row = to_sharegpt(t, turns)
             assistant = [m for m in row["messages"] if m["role"] == "assistant"]
             masked_turns["assistant"] += len(assistant)
             masked_turns["masked"] += sum(m["turn_mask"] for m in assistant)
@@ -188,7 +193,8 @@ def export_cmd(traj, fmt, out, mask):
 def import_cmd(file, fmt, out):
     """Import released trajectories (FILE: JSONL, JSON or parquet, e.g. a downloaded
     SWE-Lego-Real-Data shard) as our trajectories, one JSON object per record, with tool
-    calls, tool results and per-step error flags recovered from the text."""
+    calls, tool results and per-step error flags recovered from the text. A record's own
+    per-message `turn_mask` flags are kept (`imported_masks`; SFT `data.mask_source`)."""
     from swelego.agent.formats import from_openhands, from_swe_lego
 
     importer = from_swe_lego if fmt == "swe-lego" else from_openhands
@@ -198,8 +204,10 @@ def import_cmd(file, fmt, out):
         t = importer(rec)
         stats["steps"] += len(t.steps)
         stats["errors"] += sum(s.error for s in t.steps)
+        stats["masks"] += len(t.imported_masks or ())
         return t.to_dict()
 
     counts = _convert_all(file, out, f"import {fmt}", convert)
-    extra = f"; {stats['steps']} tool step(s), {stats['errors']} flagged as errors" if counts["converted"] else ""
+    extra = (f"; {stats['steps']} tool step(s), {stats['errors']} flagged as errors, {stats['masks']} turn(s) "
+             "with the record's own turn_mask" if counts["converted"] else "")
     _summary(counts, out, extra)

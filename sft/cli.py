@@ -172,8 +172,8 @@ def prepare_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculu
     table.add_column("count")
     table.add_column("value", justify="right")
     for key in ("read", "kept", "bad_records", "render_errors", "not_resolved", "overlong_dropped",
-                "overlong_truncated", "all_masked_dropped", "tokens", "trained_tokens", "turns", "masked_turns",
-                "masked_turn_share", "masked_token_share", "unbucketed"):
+                "overlong_truncated", "all_masked_dropped", "without_imported_masks", "tokens", "trained_tokens",
+                "turns", "masked_turns", "masked_turn_share", "masked_token_share", "unbucketed"):
         table.add_row(key, str(stats[key]))
     for name, n in sorted(stats["buckets"].items()):
         table.add_row(f"bucket {name}", str(n))

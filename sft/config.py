@@ -76,6 +76,11 @@ class DataConfig:
     error_mask: bool = _help("Give error turns no loss (they stay in the context). Off = every assistant turn "
                              "is trained.", default=True)
     rules: LabelRules = _help("The error rules (sft.labels.LabelRules).", default_factory=LabelRules)
+    mask_source: str = _help(
+        "Which turns error masking masks: `rules` (the error rules above), `imported` (the masks the data "
+        "shipped: SWE-Lego's per-message `turn_mask`, kept by the importers; trajectories without any train "
+        "every turn, counted as without_imported_masks), or `both` (masked when either says so).",
+        default="rules")
     only_resolved: bool = _help("Keep only trajectories with resolved or semi_resolved true (when recorded).",
                                 default=False)
     num_proc: int = _help("Processes for tokenization (1 = in process).", default=1)

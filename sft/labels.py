@@ -5,8 +5,11 @@ room's public name for them."""
 from swelego.agent.labels import (  # noqa: F401
     ALL_RULES,
     DEFAULT_RULES,
+    IMPORTED_MASK,
+    MASK_SOURCES,
     LabelRules,
     LabelSummary,
     TurnLabel,
     label_trajectory,
+    turn_labels,
 )

@@ -1,6 +1,7 @@
 """Trajectories -> a pre-tokenized dataset (`input_ids`, `labels`) with error masks and difficulty.
 
-Each trajectory is labelled (sft.labels), rendered with the training chat template
+Each trajectory is labelled (sft.labels; `data.mask_source` picks the error rules, the masks the
+data shipped with, or both), rendered with the training chat template
 (sft.tokens) and given its difficulty value and bucket (sft.curriculum). Trajectories that
 cannot train are dropped and counted: unreadable records, render failures, over-length ones
 (policy `drop`) and those with no trained token left (every turn masked: a warning, not a crash).
@@ -19,13 +20,13 @@ from pathlib import Path
 from sft.config import CurriculumConfig, DataConfig, config_to_dict
 from sft.curriculum import assistant_turns, bucket_of, failure_rates
 from sft.data import iter_trajectories
-from sft.labels import LabelSummary, label_trajectory
+from sft.labels import MASK_SOURCES, LabelSummary, turn_labels
 from sft.tokens import IGNORE_INDEX, RenderError, render_conversations
 from swelego.agent.trajectory import Trajectory
 from swelego.errors import SwelegoError
 
 log = logging.getLogger("sft.prepare")
-PREPARE_VERSION = "1"
+PREPARE_VERSION = "2"  # 2: mask_source; the measure column is `curriculum_measure`
 OVERLONG_POLICIES = ("drop", "keep_start")
 BATCH = 32
 
@@ -43,6 +44,7 @@ class PrepareStats:
     overlong_dropped: int = 0
     overlong_truncated: int = 0
     all_masked_dropped: int = 0
+    without_imported_masks: int = 0  # mask_source imported/both: trajectories whose source had no turn_mask
     tokens: int = 0
     trained_tokens: int = 0
     masked_tokens: int = 0  # tokens of error turns (kept as context, no loss)
@@ -108,6 +110,8 @@ def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_tem
 
     if data.overlong not in OVERLONG_POLICIES:
         raise SwelegoError(f"data.overlong must be one of {', '.join(OVERLONG_POLICIES)}, got {data.overlong!r}")
+    if data.mask_source not in MASK_SOURCES:
+        raise SwelegoError(f"data.mask_source must be one of {', '.join(MASK_SOURCES)}, got {data.mask_source!r}")
     if not data.paths:
         raise SwelegoError("no trajectory files given (data.paths, or --data)")
     warn = warn or log.warning
@@ -117,7 +121,7 @@ def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_tem
         "input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32")),
         "instance_id": Value("string"), "source": Value("string"), "n_tokens": Value("int32"),
         "n_trained": Value("int32"), "turns": Value("int32"), "masked_turns": Value("int32"),
-        "difficulty": Value("float64"), "bucket": Value("string"), "truncated": Value("bool"),
+        "curriculum_measure": Value("float64"), "bucket": Value("string"), "truncated": Value("bool"),
     })
 
     rates: dict[str, float] = {}
@@ -190,7 +194,7 @@ def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_tem
             rows["n_trained"].append(n_trained)
             rows["turns"].append(n_turns)
             rows["masked_turns"].append(len(masked) if data.error_mask else 0)
-            rows["difficulty"].append(value)
+            rows["curriculum_measure"].append(value)
             rows["bucket"].append(bucket)
             rows["truncated"].append(truncated)
         pending.clear()
@@ -208,7 +212,9 @@ def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_tem
         if data.only_resolved and traj.resolved is False and not traj.semi_resolved:
             stats.not_resolved += 1
             continue
-        labs = label_trajectory(traj, data.rules)
+        labs = turn_labels(traj, data.rules, data.mask_source)
+        if data.mask_source != "rules" and traj.imported_masks is None:
+            stats.without_imported_masks += 1
         summary.add(labs)
         if not labs:
             stats.no_assistant += 1

@@ -342,6 +342,7 @@ def train_from_config(config: str | Path | SFTRunConfig, overrides: dict | None 
     card = {
         "run": {"output_dir": str(out), "model_dir": str(model_dir), "seconds": round(time.time() - started, 1),
                 "lr_schedule": mode if cur.enabled else "single", "error_mask": cfg.data.error_mask,
+                "mask_source": cfg.data.mask_source,
                 "curriculum": cur.enabled, "rows_per_step": per_step, "packing": training.packing,
                 "liger_kernel": liger,
                 "sampling": "stages in order, shuffled within a stage" if cur.enabled else "shuffled union",
@@ -389,7 +390,9 @@ def render_run_card(card: dict) -> str:
         "# SFT run card", "",
         f"- model: `{card['model']['name_or_path']}` ({card['model']['parameters']:,} parameters, "
         f"{card['model']['attn_implementation']}, {run['device']})",
-        f"- error masking: {'on' if run['error_mask'] else 'off'}; curriculum: "
+        f"- error masking: {'on (' + run.get('mask_source', 'rules') + ')' if run['error_mask'] else 'off'}"
+        + (f", {d['without_imported_masks']} trajectories without imported masks"
+           if d.get("without_imported_masks") else "") + "; curriculum: "
         f"{'on' if run['curriculum'] else 'off'} (schedule: {run['lr_schedule']})",
         f"- trajectories: {d['kept']} kept of {d['read']} read; dropped: {d['bad_records']} unreadable, "
         f"{d['render_errors']} unrenderable, {d['overlong_dropped']} over max_length, "

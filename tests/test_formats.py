@@ -673,6 +673,19 @@ def test_export_then_import_through_the_commands(tmp_path):
     trajs = [Trajectory.from_json(line) for line in back.read_text().splitlines()]
     assert canon(trajs[0].messages) == canon(make_trajectory().messages)
     assert canon(trajs[1].messages) == canon(make_trajectory(False).messages[:-1])
+    # the record's own masks come back, and export can write them again instead of our rules'
+    shipped = [[i for i, m in enumerate(row["messages"]) if m.get("turn_mask")] for row in rows]
+    assert [len(t.imported_masks) for t in trajs] == [len(x) for x in shipped] and any(shipped)
+    for t in trajs:
+        t.imported_masks = [i for i, m in enumerate(t.messages) if m["role"] == "assistant"][:1]
+    _write_jsonl(back, [t.to_dict() for t in trajs])
+    again = tmp_path / "again.jsonl"
+    r = runner.invoke(data, ["export", str(back), "--format", "sharegpt", "--mask-source", "imported",
+                             "--out", str(again)])
+    assert r.exit_code == 0, r.output
+    for line in again.read_text().splitlines():
+        masks = [m["turn_mask"] for m in json.loads(line)["messages"] if m["role"] == "assistant"]
+        assert masks[0] and not any(masks[1:])
 
 
 def test_export_openhands_to_stdout(tmp_path):

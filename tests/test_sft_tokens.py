@@ -184,3 +184,53 @@ def test_tiny_tokenizer_is_cached_and_lossless(tmp_path):
     mtime = (p1 / "model.safetensors").stat().st_mtime_ns
     p2 = build_tiny_model(a, tmp_path / "m")
     assert p1 == p2 and (p2 / "model.safetensors").stat().st_mtime_ns == mtime  # reused, not rebuilt
+
+
+def test_swe_lego_turn_masks_are_kept_and_each_mask_source_masks_its_turns(tmp_path):
+    """A SWE-Lego sharegpt record (text calls, per-message turn_mask) converted to our format:
+    `mask_source` rules / imported / both put -100 on exactly the turns each one names."""
+    from swelego.agent.formats import from_swe_lego, to_sharegpt
+
+    ep = synthetic_episode(7, turns=10, mistakes=2)
+    assistant = [i for i, m in enumerate(ep.trajectory.messages) if m["role"] == "assistant"]
+    # the dataset's own masks, on two turns the rules do not flag
+    pick = [k for k, i in enumerate(assistant) if i not in ep.error_turns][1:3]
+    shipped = {assistant[k] for k in pick}
+    record = json.loads(json.dumps(to_sharegpt(ep.trajectory, error_turns=shipped)))
+    assert sum(m.get("turn_mask", False) for m in record["messages"]) == 2
+    (tmp_path / "lego.jsonl").write_text(json.dumps(record) + "\n")
+
+    imported = from_swe_lego(record)
+    ours = [i for i, m in enumerate(imported.messages) if m["role"] == "assistant"]
+    assert imported.imported_masks == [ours[k] for k in pick]
+    by_rules = {k for k, lab in enumerate(label_trajectory(imported)) if lab.error}
+    assert len(by_rules) == 2 and by_rules.isdisjoint(pick)
+    assert from_swe_lego({**record, "messages": [{k: v for k, v in m.items() if k != "turn_mask"}
+                                                 for m in record["messages"]]}).imported_masks is None
+    assert json.loads(imported.to_json())["imported_masks"] == imported.imported_masks
+
+    tok = build_tiny_tokenizer(None)
+    template = training_chat_template(tok)
+    n = len(ours)
+    (full,) = render_conversations(tok, [(imported.messages, imported.tools, [True] * n)], template)
+    expected = {"rules": by_rules, "imported": set(pick), "both": by_rules | set(pick)}
+    for source, masked in expected.items():
+        data = DataConfig(paths=[str(tmp_path / "lego.jsonl")], mask_source=source)
+        ds, stats = prepare_dataset(data, CurriculumConfig(), tok, template)
+        (row,) = ds
+        assert row["input_ids"] == full.input_ids and stats.kept == 1 and stats.without_imported_masks == 0
+        assert row["masked_turns"] == len(masked) == stats.masked_turns
+        trained = set()
+        for k, (a, b) in enumerate(full.turn_tokens):
+            span = row["labels"][a:b]
+            assert span == ([IGNORE_INDEX] * (b - a) if k in masked else full.input_ids[a:b]), (source, k)
+            trained.update(range(a, b) if k not in masked else ())
+        assert all(x == IGNORE_INDEX for i, x in enumerate(row["labels"]) if i not in trained)
+    # a trajectory with no shipped masks: `imported` trains every turn and says so
+    write_jsonl([ep], tmp_path / "ours.jsonl")
+    ds, stats = prepare_dataset(DataConfig(paths=[str(tmp_path / "ours.jsonl")], mask_source="imported"),
+                                CurriculumConfig(), tok, template)
+    assert stats.without_imported_masks == 1 and ds[0]["masked_turns"] == 0
+    with pytest.raises(Exception, match="mask_source must be one of rules, imported, both"):
+        prepare_dataset(DataConfig(paths=[str(tmp_path / "ours.jsonl")], mask_source="turn_mask"),
+                        CurriculumConfig(), tok, template)

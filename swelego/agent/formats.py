@@ -780,7 +780,8 @@ def _record_messages(record: dict) -> list[dict]:
         if isinstance(msgs, list) and msgs:
             if key == "conversations":  # sharegpt's from/value spelling
                 role_of = {"human": "user", "gpt": "assistant", "observation": "user", "system": "system"}
-                msgs = [{"role": role_of.get(m.get("from"), m.get("from")), "content": m.get("value")}
+                msgs = [{"role": role_of.get(m.get("from"), m.get("from")), "content": m.get("value"),
+                         **({"turn_mask": m["turn_mask"]} if "turn_mask" in m else {})}
                         for m in msgs if isinstance(m, dict)]
             if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs):
                 raise ValueError(f"`{key}` has entries without a role")
@@ -797,17 +798,33 @@ def _instance_id(record: dict) -> str:
     return iid
 
 
+def imported_masks(source: list[dict], messages: list[dict]) -> list[int] | None:
+    """The assistant messages of `messages` (our converted transcript) whose source message had
+    ``turn_mask`` true, as indices into `messages`; None when no source message has the key.
+
+    Both importers turn each source assistant message into exactly one of ours, in order, so the
+    k-th flag belongs to the k-th assistant message. LLaMA-Factory reads a missing key as false."""
+    src = [m for m in source if m.get("role") == "assistant"]
+    if not any("turn_mask" in m for m in source):
+        return None
+    ours = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if len(src) != len(ours):
+        raise ValueError(f"turn_mask: {len(src)} assistant turns in the record became {len(ours)}")
+    return [i for i, m in zip(ours, src, strict=True) if _as_bool(m.get("turn_mask"))]
+
+
 def from_swe_lego(record: dict) -> Trajectory:
     """A SWE-Lego released (or `to_sharegpt`-exported) record as our Trajectory: text calls
     become `tool_calls`, "EXECUTION RESULT of [..]" user turns become tool messages, the tool
     descriptions in the system prompt become `tools`, steps are inferred from the observations.
-    ``turn_mask`` flags are dropped (they are labels, not transcript). Raises ValueError for a
-    record without `instance_id` or messages."""
+    Per-message ``turn_mask`` flags (the record's own error masks) are kept in
+    `Trajectory.imported_masks`, for SFT's ``data.mask_source: imported | both``. Raises
+    ValueError for a record without `instance_id` or messages."""
     iid = _instance_id(record)
     msgs = _record_messages(record)
     messages, steps, tools = _messages_from_text(msgs, _tools_column(record.get("tools")))
     traj = Trajectory(instance_id=iid, messages=messages, tools=tools,
-                      policy=record.get("policy") or "swe-lego")
+                      policy=record.get("policy") or "swe-lego", imported_masks=imported_masks(msgs, messages))
     return _finish(traj, steps, record)
 
 
@@ -824,5 +841,5 @@ def from_openhands(record: dict) -> Trajectory:
     else:
         messages, steps, tools = _messages_from_text(msgs, tools)
     traj = Trajectory(instance_id=iid, messages=messages, tools=tools,
-                      policy=record.get("policy") or "openhands")
+                      policy=record.get("policy") or "openhands", imported_masks=imported_masks(msgs, messages))
     return _finish(traj, steps, record)

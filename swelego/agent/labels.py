@@ -24,6 +24,11 @@ Rules (names used in configs, labels and reports):
   scaffold had to nudge the model).
 - ``tool_error``: any other failure the scaffold flagged on the step (future error kinds).
 - ``skipped_after_finish``: calls made after ``finish`` in the same message (off by default).
+
+Where the masks come from (`turn_labels`, SFT's ``data.mask_source``): ``rules`` (the rules
+above), ``imported`` (the masks the source dataset shipped, e.g. SWE-Lego's per-message
+``turn_mask``, kept by the importers in `Trajectory.imported_masks`; reported as the pseudo-rule
+``imported_mask``), or ``both`` (a turn is masked when either says so).
 """
 
 from __future__ import annotations
@@ -423,6 +428,32 @@ def label_trajectory(traj: Trajectory, rules: LabelRules | None = None) -> list[
         if hits:
             label.error = True
             label.reason = f"{hits[0][0]}: {hits[0][1]}"
+    return labels
+
+
+MASK_SOURCES = ("rules", "imported", "both")
+IMPORTED_MASK = "imported_mask"  # the rule name imported masks are reported under
+
+
+def turn_labels(traj: Trajectory, rules: LabelRules | None = None, source: str = "rules") -> list[TurnLabel]:
+    """One label per assistant message, from the error rules, the trajectory's imported masks,
+    or both (see the module docstring). A trajectory without imported masks gets none from
+    ``imported`` (every turn trained) and only the rules' from ``both``."""
+    if source not in MASK_SOURCES:
+        raise ValueError(f"mask source must be one of {', '.join(MASK_SOURCES)}, not {source!r}")
+    if source == "imported":
+        labels = [TurnLabel(message_index=i, error=False)
+                  for i, m in enumerate(traj.messages) if m.get("role") == "assistant"]
+    else:
+        labels = label_trajectory(traj, rules)
+    if source == "rules" or not traj.imported_masks:
+        return labels
+    masked = set(traj.imported_masks)
+    for lab in labels:
+        if lab.message_index in masked:
+            if not lab.error:
+                lab.error, lab.reason = True, f"{IMPORTED_MASK}: the source dataset's turn_mask"
+            lab.rules.append(IMPORTED_MASK)
     return labels
 
 

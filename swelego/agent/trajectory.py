@@ -80,6 +80,9 @@ class Trajectory:
     turns: int = 0
     exit_reason: str = "error"
     error: str = ""  # what went wrong when exit_reason is "error"
+    # Assistant messages (indices into `messages`) the source dataset excluded from the loss
+    # (SWE-Lego's per-message `turn_mask: true`); None when the source carried no masks.
+    imported_masks: list[int] | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
