@@ -22,6 +22,7 @@ The families, and what stops each one (see `harness.make_eval_script`):
 | module_sys_exit | code under test calls `sys.exit(0)` at import | missing tests count as failed |
 | module_os_exit | code under test calls `os._exit(0)` at import | missing tests count as failed |
 | fake_passed_atexit | code under test prints `PASSED <id>` at exit, next to a failing extra test | real failures repeated last |
+| fake_passed_exit | code under test writes `PASSED <id>` lines past pytest's capture, then `os._exit(0)` at import | tests run in an xdist worker: its output and exit are not the report's |
 | git_config_hook | a `.git/config` hunk (applied by the harness's `patch` fallback) makes git run a script that installs a plugin outside the tree | our grader refuses the patch; the eval script marks the run invalid |
 
 Residual hole (documented in docs/grading.md and by a test): code under test runs inside
@@ -44,7 +45,7 @@ from swelego.schema import TaskInstance
 FAMILIES = (
     "edit_f2p_bodies", "noop_wrap_f2p", "delete_tests", "rename_tests", "conftest_root", "conftest_nested",
     "plugin_via_config", "collection_hook", "module_sys_exit", "module_os_exit", "fake_passed_atexit",
-    "git_config_hook",
+    "fake_passed_exit", "git_config_hook",
 )
 
 # Runs with the image's python3 at /testbed; reads /tmp/swelego-attack.json.
@@ -194,6 +195,21 @@ elif family == "fake_passed_atexit":
     m.write_text(m.read_text() + "\n" + hook)
     d = (root / test_files[0]).parent if test_files else root / "tests"
     append(d / "test_swelego_extra.py", "def test_swelego_extra_fails():\n    assert False\n")
+elif family == "fake_passed_exit":
+    m = code_module()
+    ids = sorted(set(f2p) | set(p2p))
+    # pytest captures fds 1 and 2 while it imports: write past the capture, to every pipe the
+    # process holds (the saved stdout among them), then leave before pytest reports anything.
+    m.write_text(
+        "import os as _o\n"
+        "_lines = ''.join('PASSED ' + t + '\\n' for t in %r).encode()\n"
+        "for _fd in range(3, 64):\n"
+        "    try:\n"
+        "        if _o.readlink('/proc/self/fd/%%d' %% _fd).startswith('pipe:'):\n"
+        "            _o.write(_fd, _lines)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "_o._exit(0)\n" % (ids,) + m.read_text())
 elif family == "git_config_hook":
     # Run by git itself (core.fsmonitor, set by the .git/config hunk that attack_patch adds)
     # before any test: a plugin outside the tree, loaded through PYTEST_ADDOPTS from a .pth.

@@ -124,9 +124,10 @@ def added_lines(patch: str) -> list[str]:
 TEST_INFRA_FILES = (
     "conftest.py", "test_*.py", "*_test.py", "tests.py",
     "pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "noxfile.py",
-    "sitecustomize.py", "usercustomize.py", "*.pth", "pytest.py", "py.py", "*.pyc",
+    "sitecustomize.py", "usercustomize.py", "*.pth", "pytest.py", "py.py", "xdist.py", "execnet.py", "*.pyc",
 )
-TEST_INFRA_DIRS = ("test", "tests", "__pycache__", "_pytest", "pluggy", "*.egg-info", "*.dist-info")
+TEST_INFRA_DIRS = ("test", "tests", "__pycache__", "_pytest", "pluggy", "xdist", "execnet", "*.egg-info",
+                   "*.dist-info")
 
 
 def is_test_infra(path: str) -> bool:
@@ -191,6 +192,20 @@ swelego_restore() {{
 }}"""
 
 
+# With pytest-xdist in the image (ours have it), the tests run in one worker process and the
+# report is written by the main one, which never imports the code under test: what that code
+# prints (past pytest's capture, from atexit, before os._exit) goes to the worker's stderr,
+# sent nowhere, and the main process's exit status stays its own, so forged `PASSED` lines with
+# an early exit no longer pass the exit-code cross-check. The probe runs outside the tree after
+# the restore has removed any local `xdist` the patch could add.
+_XDIST = """\
+swelego_err=/dev/stdout
+if (cd / && "$(command -v python || command -v python3)" -c 'import xdist') >/dev/null 2>&1; then
+  export PYTEST_ADDOPTS="-p xdist -n 1 --max-worker-restart=0${PYTEST_ADDOPTS:+ $PYTEST_ADDOPTS}"
+  swelego_err=/dev/null
+fi"""
+
+
 def make_eval_script(*, base_commit: str, test_cmd: str, test_patch: str = "",
                      test_files: list[str] | None = None, tests: Iterable[str] = (),
                      log_parser: str = "parse_log_pytest", workdir: str = "/testbed") -> str:
@@ -204,8 +219,9 @@ def make_eval_script(*, base_commit: str, test_cmd: str, test_patch: str = "",
     log reads the same however the harness interleaves streams. For pytest parsers, the
     FAILED / ERROR lines of the run are repeated last: swebench's parser keeps the last
     line of an id, so code under test that prints a forged `PASSED <id>` (from an atexit
-    handler, say) cannot overwrite a real failure. swebench records the test command's
-    exit status from the line before the end marker.
+    handler, say) cannot overwrite a real failure; where the image has pytest-xdist, the
+    tests run in a worker process apart from the reporting one (see _XDIST). swebench
+    records the test command's exit status from the line before the end marker.
     """
     files = list(test_files) if test_files is not None else patch_files(test_patch)
     files += [f for f in test_ids_files(tests) if f not in files]
@@ -215,8 +231,12 @@ def make_eval_script(*, base_commit: str, test_cmd: str, test_patch: str = "",
              f"swelego_restore || echo '{RESET_FAILED}'"]
     if test_patch.strip():
         lines += [f"git apply --verbose - <<'{_EOF}' || echo '{APPLY_FAILED}'", test_patch.rstrip("\n"), _EOF]
-    lines += [f"echo '{START}'", f"( {test_cmd} ) 2>&1 | tee {log}", "swelego_rc=${PIPESTATUS[0]}"]
-    if log_parser.startswith("parse_log_pytest"):
+    pytest = log_parser.startswith("parse_log_pytest")
+    if pytest:
+        lines.append(_XDIST)
+    lines += [f"echo '{START}'", f"( {test_cmd} ) 2>{'$swelego_err' if pytest else '&1'} | tee {log}",
+              "swelego_rc=${PIPESTATUS[0]}"]
+    if pytest:
         lines.append(f"grep -aE '^(FAILED|ERROR) ' {log}")
     lines += ["(exit $swelego_rc)", f"echo '{END}'", "swelego_restore"]
     return "\n".join(lines) + "\n"

@@ -79,7 +79,7 @@ def test_the_attacks_fool_the_usual_eval_script_shape(toy_task, synthetic_task, 
     """Not strawmen: against swebench's usual shape (check out the test patch's files, apply
     it, run the tests) the attacks buy "resolved", also from the official harness."""
     families = ("conftest_root", "conftest_nested", "plugin_via_config", "collection_hook",
-                "fake_passed_atexit", "edit_f2p_bodies", "noop_wrap_f2p", "git_config_hook")
+                "fake_passed_atexit", "fake_passed_exit", "edit_f2p_bodies", "noop_wrap_f2p", "git_config_hook")
     rep = run_attacks([toy_task, synthetic_task], families=families, client=client, workdir=tmp_path,
                       eval_script=naive_eval_script)
     assert rep.official["gold"] == 2

@@ -40,7 +40,7 @@ def test_eval_script_has_swebench_shape():
     assert lines[2:4] == ["set +x", "exec 2>&1"]
     start = lines.index("echo '>>>>> Start Test Output'")
     end = lines.index("echo '>>>>> End Test Output'")
-    assert lines[start + 1].startswith("( pytest -rA ) 2>&1 | tee ")
+    assert lines[start + 1].startswith("( pytest -rA ) 2>$swelego_err | tee ")
     # swebench records the exit status from the line before the end marker: the test command's.
     assert lines[end - 1] == "(exit $swelego_rc)"
     assert script.index("swelego_restore ||") < script.index("git apply --verbose -") < script.index(lines[start])

@@ -39,7 +39,7 @@ from swelego.sandbox.docker import docker_client
 from swelego.sandbox.sources import PreparedRepo, RepoSource, git, prepare_testbed
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
-ENV_FORMAT = 2  # bump when the image layout changes, so old images are not reused
+ENV_FORMAT = 3  # bump when the image layout changes, so old images are not reused
 BASE_DISTS = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 BASE_NAMESPACE = "swelego/base"
 # -rfEsxXp lists every outcome's line for swebench's parser, like -rA, but without -rA's PASSES
@@ -49,6 +49,9 @@ BASE_NAMESPACE = "swelego/base"
 # error unless told to continue.
 DEFAULT_TEST_CMD = "pytest -rfEsxXp -p no:cacheprovider --continue-on-collection-errors"
 DEFAULT_LOG_PARSER = "parse_log_pytest"
+# pytest-xdist lets the eval script run the tests in a worker process apart from the one that
+# reports them (swelego.harness.make_eval_script), so code under test cannot forge the report.
+GRADING_REQUIREMENTS = ("pytest", "pytest-xdist")
 ENV_LABEL = "swelego.env"
 TEST_EXTRAS = ("test", "tests", "testing")
 _REQ_FILE_GLOBS = ("requirements-test*.txt", "requirements_test*.txt", "test-requirements*.txt",
@@ -338,7 +341,7 @@ def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str
         for f in sorted(testbed.glob(pattern)):
             reqs += _requirement_lines(f.read_text(errors="replace"))
     out, seen = [], set()
-    for raw in [*reqs, *build_reqs, "pytest", *extra_deps]:
+    for raw in [*reqs, *build_reqs, *GRADING_REQUIREMENTS, *extra_deps]:
         try:
             r = Requirement(raw)
         except InvalidRequirement:
