@@ -58,3 +58,32 @@ def test_tts_run_bad_dataset_is_one_line(tmp_path, tiny_verifier):
                                    "--samples", "2", "--verifier", str(tiny_verifier), "--out", str(tmp_path / "r")])
     assert res.exit_code != 0
     assert "cannot load dataset" in str(res.exception) or "cannot load dataset" in res.output
+
+
+def test_exclude_instances_keeps_the_verifiers_training_instances_out(tmp_path, tiny_verifier):
+    from swelego.errors import SwelegoError
+    from swelego.schema import TaskInstance
+    from tts.run import exclude_tasks
+
+    tasks = [TaskInstance(instance_id=f"o__r-{i}", repo="o/r", base_commit="a" * 40, patch="", image="i",
+                          eval_script="true") for i in range(4)]
+    verifier = tmp_path / "verifier"
+    verifier.mkdir()
+    (verifier / "instances.json").write_text(json.dumps({"train": ["o__r-0", "o__r-2"], "eval": ["o__r-1"]}))
+    assert [t.instance_id for t in exclude_tasks(tasks, str(verifier))] == ["o__r-1", "o__r-3"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("o__r-3\n\no__r-1\n")
+    assert [t.instance_id for t in exclude_tasks(tasks, str(ids))] == ["o__r-0", "o__r-2"]
+    (tmp_path / "ids.json").write_text(json.dumps(["o__r-0"]))
+    assert len(exclude_tasks(tasks, str(tmp_path / "ids.json"))) == 3
+    with pytest.raises(SwelegoError, match="no instances.json"):
+        exclude_tasks(tasks, str(tmp_path))
+    # through the command: everything excluded is one line, before any sampling
+    ds = tmp_path / "tasks.jsonl"
+    save_jsonl(tasks[:2], ds)
+    (tmp_path / "both.txt").write_text("o__r-0\no__r-1\n")
+    res = CliRunner().invoke(cli, ["tts", "run", "--dataset", str(ds), "--policy", "oracle", "--samples", "2",
+                                   "--exclude-instances", str(tmp_path / "both.txt"), "--verifier",
+                                   str(tiny_verifier), "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0
+    assert "every one of the 2 instances is excluded" in str(res.exception) + res.output

@@ -55,6 +55,8 @@ def test_generative_verifier_trains_and_scores_held_out_trajectories(trajectorie
     assert metrics["kind"] == "generative" and metrics["steps"] == 20
     assert metrics["loss_end"] < 0.8 * metrics["loss_start"], metrics["losses"]
     assert "held-out" in out and (run / "verifier.json").is_file()
+    # it says which instances it learned from, for `tts run --exclude-instances` and `tts score`'s check
+    assert json.loads((run / "instances.json").read_text()) == {"train": sorted(train_ids), "eval": sorted(eval_ids)}
 
     held = _held_out(trajectories, eval_ids, tmp_path / "held.jsonl")
     scored = tmp_path / "scored"

@@ -46,7 +46,10 @@ def _pct(st: dict | None) -> str:
 @click.option("--timeout", default=1800, show_default=True, help="Seconds per instance evaluation.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
 @click.option("--seed", default=0, show_default=True)
-def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, seed):
+@click.option("--verifier", default=None, type=click.Path(exists=True),
+              help="Check the scored instances against this verifier's training instances (its directory, or a "
+                   "file of ids); default: the verifier recorded in RUN_DIR/tts_run.json.")
+def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, seed, verifier):
     """Select, grade and report the samples in RUN_DIR.
 
     RUN_DIR holds tasks.jsonl (swebench rows), samples.jsonl (one Trajectory per line,
@@ -54,26 +57,42 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
     predictions.jsonl (the top-scored sample per instance, in swebench's format), grades
     with the official harness (gradings.jsonl caches them: a rerun starts no container for a
     patch already graded) and reports Pass@1, TTS@k, oracle Pass@k, majority vote, random
-    pick and verifier AUC with 95% bootstrap intervals in report.md, report.json and
-    tts_at_k.png. Bad input is counted and reported, never fatal.
+    pick and verifier AUC (pooled and within instance) and ECE with 95% bootstrap intervals in
+    report.md, report.json and tts_at_k.png. Every task counts: one without a usable sample is
+    unresolved. --grade all makes every label official. Warns when the verifier was trained on
+    scored instances. Bad input is counted and reported, never fatal.
     """
     from tts.score import ScoreConfig, tts_score
 
     cfg = ScoreConfig(dir=run_dir, ks=_ks(ks), grade=grade, model_name=model_name, max_workers=max_workers,
-                      timeout=timeout, bootstrap=bootstrap, seed=seed)
+                      timeout=timeout, bootstrap=bootstrap, seed=seed, verifier=verifier)
     result = tts_score(cfg, log=lambda m: err.print(m, highlight=False, markup=False, soft_wrap=True))
     m = result["metrics"]
     if result["demo"]:
         out.print("[bold yellow]pipeline demonstration: policy=oracle samples, not a model result[/]")
     if m:
-        table = Table(title=f"TTS@k over {result['instances']} instances (resolved %, 95% CI)")
+        table = Table(title=f"TTS@k over {m['instances']} instances (resolved %, 95% CI)")
         for col in ("k", "TTS@k", "oracle Pass@k", "majority", "random"):
             table.add_column(col, justify="right")
         for k in result["ks"]:
             s = str(k)
             table.add_row(s, _pct(m["tts"][s]), _pct(m["oracle"][s]), _pct(m["majority"][s]), _pct(m["random"][s]))
         out.print(table)
-        out.print(f"Pass@1 {_pct(m['pass@1'])}; verifier AUC {_pct(m['auc'])}", highlight=False)
+        wauc = m["within_instance_auc"]
+        out.print(f"Pass@1 {_pct(m['pass@1'])}; verifier AUC pooled {_pct(m['auc'])}, within instance "
+                  f"{_pct(wauc)} ({wauc['instances']} instances with both outcomes); ECE {_pct(m['ece'])}",
+                  highlight=False)
+        out.print("labels in these metrics: " + (", ".join(f"{v} {k}" for k, v in sorted(
+            result["metric_labels"].items())) or "none"), highlight=False)
+    if result["unusable_instances"]:
+        out.print(f"{len(result['unusable_instances'])} instance(s) without a usable sample, counted unresolved: "
+                  + ", ".join(list(result["unusable_instances"])[:10]), highlight=False)
+    vc = result["verifier_check"]
+    if vc["status"] == "overlap":
+        out.print(f"[bold red]WARNING: the verifier was trained on {len(vc['overlap'])} of the scored instances; "
+                  "these numbers are not held-out[/]", highlight=False)
+    elif vc["status"] == "unknown":
+        out.print(f"[yellow]verifier training instances unknown: {escape(vc['why'])}[/]", highlight=False)
     sel, g, inp = result["selected"], result["grading"], result["input"]
     out.print(f"selected patches (official harness): {sel['resolved']} resolved of {sel['graded']} graded "
               f"({sel['instances']} instances); gradings: {g['graded_now']} new, {g['reused']} reused"
@@ -97,6 +116,9 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
 @click.option("--split", default="test", show_default=True, help="Split of a Hub dataset.")
 @click.option("--instance-ids", default="", help="Comma list: run only these instances.")
 @click.option("--limit", type=int, default=None, help="Run only the first N instances.")
+@click.option("--exclude-instances", default=None, type=click.Path(exists=True),
+              help="Never run these instances: a verifier directory (the instances it was trained on, from its "
+                   "instances.json) or a file of ids (JSON list, or one id per line).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--policy", type=click.Choice(["oracle", "openai"]), default="openai", show_default=True,
               help="openai: an OpenAI-compatible endpoint; oracle: replays gold patches (pipeline demos only).")
@@ -121,7 +143,7 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
 @click.option("--verifier-tokenizer", default=None, help="With --verifier-base-url: tokenizer for budgeting.")
 @click.option("--batch-size", default=4, show_default=True, help="Prompts per forward pass (local verifier).")
 @click.option("--max-length", type=int, default=None, help="Judge prompt token budget.")
-def run_cmd(dataset, split, instance_ids, limit, out_dir, policy, base_url, model, tool_format, samples, temperature,
+def run_cmd(dataset, split, instance_ids, limit, exclude_instances, out_dir, policy, base_url, model, tool_format, samples, temperature,
             top_p, max_tokens, max_turns, max_context_tokens, noise, seed, workers, executor, ray_address, verifier,
             verifier_base_url, verifier_tokenizer, batch_size, max_length):
     """Sample k rollouts per instance and score each with the verifier.
@@ -143,7 +165,7 @@ def run_cmd(dataset, split, instance_ids, limit, out_dir, policy, base_url, mode
                          model=model, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          tool_format=tool_format)
     rcfg.validate()
-    cfg = TTSRunConfig(dataset=dataset, rollout=rcfg, split=split, limit=limit,
+    cfg = TTSRunConfig(dataset=dataset, rollout=rcfg, split=split, limit=limit, exclude_instances=exclude_instances,
                        instance_ids=tuple(i.strip() for i in instance_ids.split(",") if i.strip()),
                        verifier=verifier, verifier_base_url=verifier_base_url, verifier_tokenizer=verifier_tokenizer,
                        batch_size=batch_size, max_length=max_length)
@@ -166,4 +188,6 @@ def run_cmd(dataset, split, instance_ids, limit, out_dir, policy, base_url, mode
               f"{s['scored']} scored ({s['reused']} reused, {s['failed']} failed)", highlight=False)
     if result["bad_rows"]:
         out.print(f"skipped {len(result['bad_rows'])} malformed row(s) of {dataset} (listed above)", highlight=False)
+    if exclude_instances:
+        out.print(f"excluded {result['excluded']} instance(s) named by {exclude_instances}", highlight=False)
     out.print(f"next: swelego tts score {out_dir}", highlight=False)

@@ -19,7 +19,16 @@ instances, and every figure carries a 95% percentile-bootstrap interval over ins
   enumerating the C(n, k) subsets when there are at most `max_enumerate` of them, otherwise
   the mean over `mc_samples` seeded random subsets (Monte Carlo).
 - AUC: ROC AUC of the verifier's scores against the labels, pooled over all scored samples.
+  Pooled AUC rewards a verifier that only tells easy instances from hard ones.
+- within-instance AUC: the ranking selection needs. ROC AUC over one instance's scored samples,
+  averaged over the instances that have both resolved and unresolved scored samples (the others
+  cannot be ranked wrongly); its interval resamples those instances.
+- ECE: expected calibration error of P(YES) as a probability, pooled over scored samples, in
+  `ece_bins` equal-width bins: sum over bins of (share of samples) x |resolved rate - mean score|.
 
+Every instance given counts, SWE-bench's convention: an instance without samples, or without a
+usable (labelled) sample, is unresolved in every resolve metric (Pass@1, TTS@k, oracle, majority,
+random) and is listed in `unusable_instances`; it has no samples to enter AUC or ECE.
 An instance with fewer than k samples uses all of its samples for that k (counted as short).
 """
 
@@ -161,13 +170,60 @@ def auc_with_ci(per_instance: list[list[Sample]], *, n_boot: int = 1000, seed: i
     return {"value": value, "ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
 
 
+def within_instance_auc(per_instance: list[list[Sample]], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean per-instance AUC over the instances with both classes among their scored samples."""
+    aucs = []
+    for g in per_instance:
+        pairs = [(s.score, s.resolved) for s in g if s.score is not None]
+        a = roc_auc([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
+        if a is not None:
+            aucs.append(a)
+    if not aucs:
+        return {"value": None, "ci": [None, None], "instances": 0}
+    return {**_stat(aucs, n_boot, seed), "instances": len(aucs)}
+
+
+def expected_calibration_error(scores: Sequence[float], labels: Sequence[bool], bins: int = 10) -> float | None:
+    """ECE of probabilities `scores` against `labels` in `bins` equal-width bins (1.0 in the last)."""
+    if not scores:
+        return None
+    s = np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
+    y = np.asarray(labels, dtype=float)
+    idx = np.minimum((s * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.mean() * abs(y[sel].mean() - s[sel].mean())
+    return float(total)
+
+
+def ece_with_ci(per_instance: list[list[Sample]], *, bins: int = 10, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Pooled ECE with an interval from resampling instances."""
+
+    def pooled(groups: list[list[Sample]]) -> float | None:
+        pairs = [(s.score, s.resolved) for g in groups for s in g if s.score is not None]
+        return expected_calibration_error([p[0] for p in pairs], [p[1] for p in pairs], bins)
+
+    value = pooled(per_instance)
+    if value is None:
+        return {"value": None, "ci": [None, None], "bins": bins}
+    rng = np.random.default_rng(seed)
+    boots = [b for b in (pooled([per_instance[i] for i in rng.integers(0, len(per_instance), len(per_instance))])
+                         for _ in range(n_boot)) if b is not None]
+    lo, hi = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if boots else (value, value)
+    return {"value": value, "ci": [lo, hi], "bins": bins}
+
+
 def summarize(instances: dict[str, list[Sample]], ks: Sequence[int], *, n_boot: int = 1000, seed: int = 0,
-              max_enumerate: int = 20000, mc_samples: int = 2000) -> dict:
-    """Every metric of the module docstring, per k, with bootstrap intervals over instances."""
-    ids = sorted(i for i, s in instances.items() if s)
+              max_enumerate: int = 20000, mc_samples: int = 2000, ece_bins: int = 10) -> dict:
+    """Every metric of the module docstring, per k, with bootstrap intervals over instances.
+    `instances` holds every instance scored, with its usable samples (an empty list: unresolved)."""
+    ids = sorted(instances)
     groups = [instances[i] for i in ids]
     labels = [[s.resolved for s in g] for g in groups]
     out: dict = {"instances": len(ids), "samples": sum(len(g) for g in groups),
+                 "unusable_instances": [i for i, g in zip(ids, groups, strict=True) if not g],
                  "samples_per_instance": {"min": min((len(g) for g in groups), default=0),
                                           "max": max((len(g) for g in groups), default=0)},
                  "ks": list(ks)}
@@ -188,4 +244,6 @@ def summarize(instances: dict[str, list[Sample]], ks: Sequence[int], *, n_boot: 
         str(k): ("enumeration" if all(math.comb(len(g), min(k, len(g))) <= max_enumerate for g in groups)
                  else f"monte carlo ({mc_samples} subsets where C(n,k) > {max_enumerate})") for k in ks}
     out["auc"] = auc_with_ci(groups, n_boot=n_boot, seed=seed)
+    out["within_instance_auc"] = within_instance_auc(groups, n_boot=n_boot, seed=seed)
+    out["ece"] = ece_with_ci(groups, bins=ece_bins, n_boot=n_boot, seed=seed)
     return out

@@ -67,6 +67,11 @@ def markdown(result: dict) -> str:
     sel = result["selected"]
     g = result["grading"]
     lines = ["# Test-time scaling report", ""]
+    vc = result.get("verifier_check") or {}
+    if vc.get("status") == "overlap":
+        lines += [f"> **WARNING: the verifier (`{vc['verifier']}`) was trained on {len(vc['overlap'])} of the scored "
+                  "instances.** Its TTS@k and AUC are not held-out results. Overlap: "
+                  + ", ".join(f"`{i}`" for i in vc["overlap"][:20]) + (" ..." if len(vc["overlap"]) > 20 else ""), ""]
     if result.get("demo"):
         lines += ["> **Pipeline demonstration**: samples come from `policy=oracle` (the gold patch, corrupted",
                   "> at random), not from a model. The numbers show the pipeline works, nothing more.", ""]
@@ -77,12 +82,21 @@ def markdown(result: dict) -> str:
         f"resolved {sel['resolved']} ({_pct(sel['resolve_rate'])}%)",
         f"- official gradings: {g['requested']} needed, {g['reused']} reused, {g['graded_now']} graded now"
         + (f", {len(g['failed_runs'])} harness runs failed" if g["failed_runs"] else ""),
-        "- labels: " + ", ".join(f"{v} {k}" for k, v in sorted(result["labels"].items())),
+        "- labels: " + ", ".join(f"{v} {k}" for k, v in sorted(result["labels"].items()))
+        + "; in the metrics: " + (", ".join(f"{v} {k}" for k, v in sorted(result.get("metric_labels", {}).items()))
+                                  or "none") + " (official = swebench harness, sandbox = the rollout's own grading)",
+        "- verifier vs scored instances: " + {"disjoint": f"disjoint (trained on {vc.get('trained_instances')} "
+                                                          "other instances)",
+                                              "overlap": f"**overlap: {len(vc.get('overlap', []))}**"}.get(
+            vc.get("status"), f"unknown ({vc.get('why', 'not checked')})"),
         "",
     ]
     if m:
-        lines += [f"Pass@1 (mean over samples): **{_stat(m['pass@1'])}**; verifier AUC: **{_stat(m['auc'])}** "
-                  "(resolved %, 95% bootstrap interval over instances; AUC as a fraction x100)", "",
+        w = m.get("within_instance_auc") or {}
+        lines += [f"Pass@1 (mean over samples): **{_stat(m['pass@1'])}**; verifier AUC pooled: **{_stat(m['auc'])}**, "
+                  f"within instance: **{_stat(w)}** ({w.get('instances', 0)} instances with both outcomes); "
+                  f"ECE: **{_stat(m.get('ece'))}** (resolved %, 95% bootstrap interval over instances; AUC and ECE "
+                  f"as fractions x100; {m['instances']} instances, unusable ones unresolved)", "",
                   "| k | TTS@k (verifier) | oracle Pass@k | majority vote | random pick | instances with < k samples |",
                   "|---:|---|---|---|---|---:|"]
         for k in ks:
@@ -94,6 +108,11 @@ def markdown(result: dict) -> str:
             lines += [f"k dropped (more than any instance's samples): {result['dropped_ks']}", ""]
     else:
         lines += ["No labelled samples: no metrics.", ""]
+    unusable = result.get("unusable_instances") or {}
+    if unusable:
+        lines += [f"## Instances without a usable sample ({len(unusable)}, counted unresolved)", ""]
+        lines += [f"- `{iid}`: {why}" for iid, why in list(unusable.items())[:100]]
+        lines += ([f"- ... and {len(unusable) - 100} more (report.json)"] if len(unusable) > 100 else []) + [""]
     inp = result["input"]
     lines += ["## Input problems (counted, skipped)", "",
               "| what | count |", "|---|---:|"]
@@ -111,7 +130,10 @@ def markdown(result: dict) -> str:
               "(exact, ties uniform); the verifier score is P(YES).",
               "- Majority vote: the largest cluster of identical non-empty patches among k draws "
               "(enumerated, or Monte Carlo when C(n,k) is large). Random pick: c/n for every k.",
-              "- Empty patches count as unresolved; unscored samples rank last."]
+              "- Empty patches count as unresolved; unscored samples rank last; an instance without a usable "
+              "(labelled) sample is unresolved in every metric.",
+              "- AUC pooled: over all scored samples. Within instance: the mean AUC over instances with both "
+              "resolved and unresolved samples (what selection needs). ECE: 10 equal-width bins of P(YES)."]
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,9 @@ from swelego.schema import TaskInstance, row_problem, save_jsonl
 
 @dataclass
 class TTSRunConfig:
-    """dataset: local path or HF dataset name; split: the HF split; instance_ids / limit: a subset.
+    """dataset: local path or HF dataset name; split: the HF split; instance_ids / limit: a subset;
+    exclude_instances: instances never to run, e.g. the ones the verifier was trained on (a verifier
+    directory, whose instances.json names them, or a file of ids; see verifier.train.trained_instances).
     rollout: the sampling (policy, samples = k, workers, endpoint, noise, ...); its `out` is the
     run directory. verifier: a trained verifier directory, or the served model's name with
     verifier_base_url; batch_size / max_length: local scoring; verifier_workers: requests in
@@ -36,6 +38,7 @@ class TTSRunConfig:
     split: str = "test"
     instance_ids: tuple[str, ...] = ()
     limit: int | None = None
+    exclude_instances: str | None = None
     verifier: str | None = None
     verifier_base_url: str | None = None
     verifier_tokenizer: str | None = None
@@ -83,6 +86,18 @@ def select_tasks(tasks: list[TaskInstance], ids: tuple[str, ...], limit: int | N
     return tasks[:limit] if limit else tasks
 
 
+def exclude_tasks(tasks: list[TaskInstance], exclude: str) -> list[TaskInstance]:
+    """`tasks` without the instances `exclude` names: a verifier directory (the instances it was
+    trained on) or a file of ids (verifier.train.trained_instances). SwelegoError when none is left."""
+    from verifier.train import trained_instances
+
+    excluded = trained_instances(exclude)
+    kept = [t for t in tasks if t.instance_id not in excluded]
+    if tasks and not kept:
+        raise SwelegoError(f"every one of the {len(tasks)} instances is excluded by {exclude}: nothing to run")
+    return kept
+
+
 def make_scorer(cfg: TTSRunConfig):
     from verifier.score import EndpointScorer, LocalScorer
 
@@ -116,6 +131,11 @@ def tts_run(cfg: TTSRunConfig, *, on_rollout_start: Callable | None = None, on_r
     if not loaded:
         raise SwelegoError(f"{cfg.dataset} holds no tasks"
                            + (f" ({len(bad_rows)} malformed row(s))" if bad_rows else ""))
+    n_excluded = 0
+    if cfg.exclude_instances:
+        kept = exclude_tasks(loaded, cfg.exclude_instances)
+        n_excluded = len(loaded) - len(kept)
+        loaded = kept
     tasks = select_tasks(loaded, cfg.instance_ids, cfg.limit)
     save_jsonl(tasks, out / "tasks.jsonl")
     cfg.rollout.trajectories_file = "samples.jsonl"
@@ -129,4 +149,5 @@ def tts_run(cfg: TTSRunConfig, *, on_rollout_start: Callable | None = None, on_r
     trajs = load_trajectories([out / "samples.jsonl"])
     scorer = make_scorer(cfg)
     scored = score_trajectories(trajs, scorer, out, on_progress=on_score_progress)
-    return {"instances": len(tasks), "rollout": summary.to_dict(), "scores": scored, "bad_rows": bad_rows}
+    return {"instances": len(tasks), "rollout": summary.to_dict(), "scores": scored, "bad_rows": bad_rows,
+            "excluded": n_excluded}

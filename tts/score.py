@@ -17,11 +17,18 @@ Written here:
 - `DIR/grading/`: the harness's working directory (its logs, datasets and run reports).
 - `DIR/report.json`, `DIR/report.md`, `DIR/tts_at_k.png`.
 
-Labels: a sample's label is its official grading when there is one, else the `resolved`
-its rollout recorded (graded in the sandbox with swebench's own grading functions). With
-`grade="selected"` the harness grades each instance's selected patch and every sample that
-has no label; with `grade="all"` it grades every distinct patch. Empty patches are
-unresolved by definition and never reach the harness.
+Labels, and where each came from (`label_source`, counted in the report): `official` (the
+swebench harness), `sandbox` (the `resolved` its rollout recorded, graded in the rollout's
+sandbox with swebench's own grading functions) or `empty patch` (unresolved by definition,
+never sent to the harness). With `grade="selected"` the harness grades each instance's selected
+patch and every sample that has no label, and other samples keep their sandbox label; with
+`grade="all"` it grades every distinct patch and every label is official (a sample whose
+grading failed has none).
+
+Every task counts (SWE-bench's convention): an instance without samples, or with no labelled
+sample, is unresolved in every metric, and the report lists it. When the run's verifier says
+which instances it was trained on (`instances.json`, written by `verifier train`), the report
+checks them against the scored instances and warns loudly on any overlap.
 
 Bad input never stops a run: unreadable lines, samples of unknown instances, duplicate
 samples, empty patches, scores for unknown samples and samples without a score are counted
@@ -69,7 +76,7 @@ class Candidate:
     model: str = ""
     score: float | None = None
     label: bool | None = None
-    label_source: str = ""  # "official", "rollout", "empty patch" or "" (unknown)
+    label_source: str = ""  # "official", "sandbox", "empty patch" or "" (unknown)
 
     @property
     def sha(self) -> str:
@@ -121,19 +128,15 @@ def _lines(path: Path):
 
 
 def load_tasks(path: Path, report: InputReport) -> dict[str, TaskInstance]:
-    """Task rows by instance id; fields TaskInstance does not know go to `metadata`."""
-    known = set(TaskInstance.model_fields)
+    """Task rows by instance id; fields TaskInstance does not declare are kept as the row has them
+    (they reach the harness unchanged)."""
     tasks: dict[str, TaskInstance] = {}
     for n, line in _lines(path):
         report.task_lines += 1
         try:
             row = json.loads(line)
-            extra = {k: v for k, v in row.items() if k not in known}
-            row = {k: v for k, v in row.items() if k in known}
-            if extra:
-                meta = row.get("metadata") or {}
-                meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
-                row["metadata"] = {**meta, "extra_fields": extra}
+            if not isinstance(row, dict):
+                raise ValueError(f"a JSON {type(row).__name__}, not an object")
             task = TaskInstance.from_row(row)
         except Exception as e:
             report.bad_task_lines.append(f"{path.name}:{n}: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
@@ -295,6 +298,8 @@ class ScoreConfig:
     model_name: `model_name_or_path` of the predictions; default: the samples' model, else "swelego-tts".
     max_workers / timeout: passed to swebench's run_evaluation.
     bootstrap / seed: resamples and seed of the 95% intervals (and of Monte Carlo majority vote).
+    verifier: the verifier whose training instances are checked against the scored ones (a verifier
+        directory or a file of ids); default: the `verifier` recorded in DIR/tts_run.json.
     """
 
     dir: str
@@ -305,6 +310,35 @@ class ScoreConfig:
     timeout: int = 1800
     bootstrap: int = 1000
     seed: int = 0
+    verifier: str | None = None
+
+
+def verifier_check(cfg: ScoreConfig, root: Path, scored: set[str], log: Callable[[str], None]) -> dict:
+    """The scored instances against the ones the verifier was trained on: `status` is `disjoint`,
+    `overlap` (logged loudly: its TTS@k then measures memory, not judgement) or `unknown`."""
+    from verifier.train import trained_instances
+
+    source = cfg.verifier
+    if source is None and (root / "tts_run.json").is_file():
+        try:
+            source = json.loads((root / "tts_run.json").read_text()).get("verifier")
+        except (json.JSONDecodeError, AttributeError):
+            source = None
+    if not source or not Path(source).exists():
+        why = (f"{source} is not a local verifier directory or file of ids (a served verifier?)" if source
+               else "no verifier recorded (pass --verifier)")
+        return {"status": "unknown", "verifier": source, "why": why}
+    try:
+        trained = trained_instances(source)
+    except SwelegoError as e:
+        return {"status": "unknown", "verifier": source, "why": str(e)}
+    overlap = sorted(trained & scored)
+    if overlap:
+        log(f"WARNING: the verifier {source} was trained on {len(overlap)} of the {len(scored)} scored instances "
+            f"({', '.join(overlap[:5])}{', ...' if len(overlap) > 5 else ''}): its TTS@k and AUC are not a "
+            "held-out result")
+    return {"status": "overlap" if overlap else "disjoint", "verifier": source, "trained_instances": len(trained),
+            "overlap": overlap}
 
 
 def policy_label(cands: list[Candidate]) -> str:
@@ -355,16 +389,20 @@ def tts_score(cfg: ScoreConfig, log: Callable[[str], None] = print) -> dict[str,
             c.label, c.label_source = False, "empty patch"
         elif g is not None:
             c.label, c.label_source = bool(g["resolved"]), "official"
-        elif c.rollout_label is not None:
-            c.label, c.label_source = bool(c.rollout_label), "rollout"
+        elif c.rollout_label is not None and cfg.grade != "all":
+            c.label, c.label_source = bool(c.rollout_label), "sandbox"
     report.unlabelled_samples = sum(1 for c in all_cands if c.label is None)
 
     max_n = max((len(cs) for cs in cands.values()), default=0)
     ks = sorted({k for k in cfg.ks if 1 <= k <= max_n}) or ([1] if max_n else [])
     dropped_ks = sorted(k for k in cfg.ks if k > max_n)
-    metric_input = {iid: [Sample(bool(c.label), c.score, c.patch) for c in cs if c.label is not None]
-                    for iid, cs in cands.items()}
+    # every task enters the metrics; one without a labelled sample is unresolved
+    metric_input = {iid: [Sample(bool(c.label), c.score, c.patch) for c in cands.get(iid, []) if c.label is not None]
+                    for iid in tasks}
     metrics = summarize(metric_input, ks, n_boot=cfg.bootstrap, seed=cfg.seed) if ks else {}
+    unusable = {iid: ("no samples" if iid not in cands else "no labelled sample")
+                for iid, samples in sorted(metric_input.items()) if not samples}
+    used_labels = Counter(c.label_source for cs in cands.values() for c in cs if c.label is not None)
 
     sel_official = {iid: official.get(f"{iid}@{c.sha}") for iid, c in selected.items()}
     graded_sel = {iid: g for iid, g in sel_official.items() if g is not None or not selected[iid].patch.strip()}
@@ -377,13 +415,16 @@ def tts_score(cfg: ScoreConfig, log: Callable[[str], None] = print) -> dict[str,
         "ks": ks, "dropped_ks": dropped_ks, "grade": cfg.grade,
         "selected": {
             "instances": len(selected), "graded": len(graded_sel), "resolved": resolved_sel,
-            "resolve_rate": resolved_sel / len(selected) if selected else None,
+            "resolve_rate": resolved_sel / len(tasks) if tasks else None,  # over every task
             "official_vs_rollout_agreement": (sum(a == b for a, b in agree) / len(agree)) if agree else None,
             "predictions": str(root / "predictions.jsonl"),
         },
         "grading": {"requested": gstats.requested, "reused": gstats.reused, "graded_now": gstats.graded_now,
                     "runs": gstats.runs, "failed_runs": gstats.failed},
         "labels": dict(Counter(c.label_source or "unknown" for c in all_cands)),
+        "metric_labels": dict(used_labels),  # where the labels inside Pass@k / TTS@k came from
+        "unusable_instances": unusable,  # counted as unresolved everywhere
+        "verifier_check": verifier_check(cfg, root, set(tasks), log),
         "metrics": metrics, "input": report.to_dict(),
         "per_instance": {iid: {"selected": selected[iid].sample,
                                "samples": [{"sample": c.sample, "score": c.score, "label": c.label,

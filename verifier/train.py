@@ -11,7 +11,9 @@ prompts, trained with binary cross-entropy against the labels by a `transformers
 
 The run directory gets the model and tokenizer, `verifier.json` (kind, max_length, chat
 template kwargs; read back by `verifier score`), `run.yaml` (the resolved config),
-`data/` (the judge data used) and `metrics.json` (loss curve, held-out AUC and accuracy).
+`data/` (the judge data used), `metrics.json` (loss curve, held-out AUC and accuracy) and
+`instances.json` (`{"train": [...], "eval": [...]}`: the instance ids it learned from and was
+evaluated on), which `tts run --exclude-instances` and `tts score`'s overlap check read.
 """
 
 from __future__ import annotations
@@ -36,6 +38,44 @@ from verifier.data import (
 )
 from verifier.prompt import JudgeFormatter
 from verifier.score import KINDS, META_FILE, LocalScorer, accuracy, roc_auc
+
+INSTANCES_FILE = "instances.json"
+
+
+def trained_instances(path: str | Path) -> set[str]:
+    """The instance ids a verifier was trained on, or any list of ids: a verifier directory (its
+    `instances.json`), that file itself (its `train` list), a JSON list, or a text / JSONL file
+    with one id (or one object with `instance_id`) per line. SwelegoError when unreadable."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / INSTANCES_FILE).is_file():
+            raise SwelegoError(f"{p}: no {INSTANCES_FILE} (verifiers trained before it was written do not say "
+                               "which instances they saw; retrain, or pass a file of ids)")
+        p = p / INSTANCES_FILE
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SwelegoError(f"cannot read instance ids from {path}: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("train"), list):
+        return {str(x) for x in data["train"]}
+    if isinstance(data, list):
+        return {str(x.get("instance_id")) if isinstance(x, dict) else str(x) for x in data}
+    ids = set()
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                line = str(json.loads(line)["instance_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise SwelegoError(f"{p}:{n}: not an instance id nor an object with instance_id") from None
+        ids.add(line)
+    return ids
 
 
 def _help(text: str, **kw) -> Any:
@@ -190,6 +230,10 @@ def train_verifier(cfg: VerifierRunConfig, log=print) -> TrainResult:
                                chat_template_kwargs=cfg.data.chat_template_kwargs)
     data = judge_data_for(cfg, formatter)
     write_judge_data(data, out / "data")
+    # which instances it learns from, so a TTS run can be kept disjoint from them (tts score checks)
+    seen = {"train": sorted({str(r["instance_id"]) for r in data.train}),
+            "eval": sorted({str(r["instance_id"]) for r in data.eval})}
+    (out / INSTANCES_FILE).write_text(json.dumps(seen, indent=1) + "\n")
     train_rows, train_dropped = tokenize_split(data.train, formatter, cfg.kind, cfg.data.max_length)
     if not train_rows:
         raise SwelegoError(f"no training examples left (data stats: {json.dumps(data.stats)[:300]})")
