@@ -27,6 +27,8 @@ test: venv engine
 # The demo: the data build on embedded defaults (configs/data/demo.yaml: real PyPI sdists, a
 # local git history, the oracle policy), then SFT, a verifier and TTS@k on its output, with the
 # tiny CPU presets. Every step resumes; rerunning `make demo` redoes nothing that is complete.
+# The verifier learns from half of the instances and TTS scores only the others (`tts score`
+# checks the two sets are disjoint).
 DEMO_OUT ?= demo-output
 TTS_SAMPLES ?= 4
 
@@ -37,9 +39,10 @@ demo: venv engine
 	$(BIN)/swelego sft train configs/sft/tiny-cpu.yaml --data $(DEMO_OUT)/data/sft/trajectories.jsonl \
 		--output-dir $(DEMO_OUT)/sft
 	$(BIN)/swelego verifier train configs/verifier/tiny-cpu.yaml --data $(DEMO_OUT)/data/trajectories/trajectories.jsonl \
-		--output-dir $(DEMO_OUT)/verifier
-	$(BIN)/swelego tts run --dataset $(DEMO_OUT)/data/tasks --policy oracle --noise 0.3 --samples $(TTS_SAMPLES) \
-		--workers 2 --verifier $(DEMO_OUT)/verifier --out $(DEMO_OUT)/tts
+		--output-dir $(DEMO_OUT)/verifier --set data.eval_fraction=0.5
+	$(BIN)/swelego tts run --dataset $(DEMO_OUT)/data/tasks --exclude-instances $(DEMO_OUT)/verifier \
+		--policy oracle --noise 0.3 --samples $(TTS_SAMPLES) --workers 2 --verifier $(DEMO_OUT)/verifier \
+		--out $(DEMO_OUT)/tts
 	$(BIN)/swelego tts score $(DEMO_OUT)/tts --k 1,2,$(TTS_SAMPLES)
 	@echo
 	@echo "demo done (policy=oracle: a pipeline demonstration, not model results)"
