@@ -30,7 +30,9 @@ def sft():
               help="An SFT config whose data.rules to use (default: the built-in rules).")
 @click.option("--disable", multiple=True, help="Turn a rule off (repeatable), e.g. --disable no_tool_call.")
 @click.option("--enable", multiple=True, help="Turn a rule on (repeatable), e.g. --enable skipped_after_finish.")
-def label_cmd(traj, out_dir, config_path, disable, enable):
+@click.option("--mask-source", type=click.Choice(["rules", "imported", "both"]), default="rules", show_default=True,
+              help="Label with the error rules, the masks the data shipped with (SWE-Lego's turn_mask), or both.")
+def label_cmd(traj, out_dir, config_path, disable, enable, mask_source):
     """Label every assistant turn of the trajectories in TRAJ (JSONL files, rollout folders, saved
     datasets, SWE-Lego-format records) as trained or masked, and say which rule masked it.
 
@@ -48,7 +50,7 @@ def label_cmd(traj, out_dir, config_path, disable, enable):
 
     from sft.config import SFTRunConfig, config_to_dict, load_config
     from sft.data import iter_trajectories
-    from sft.labels import ALL_RULES, LabelRules, LabelSummary, label_trajectory
+    from sft.labels import ALL_RULES, LabelRules, LabelSummary, turn_labels
 
     rules = load_config(SFTRunConfig, config_path).data.rules if config_path else LabelRules()
     for name in (*disable, *enable):
@@ -71,7 +73,7 @@ def label_cmd(traj, out_dir, config_path, disable, enable):
                 bad += 1
                 err.print(f"[red]error:[/] {escape(where)}: {escape(str(t))}", highlight=False)
                 continue
-            labels = label_trajectory(t, rules)
+            labels = turn_labels(t, rules, mask_source)
             summary.add(labels)
             fh.write(json.dumps({"source": where, "instance_id": t.instance_id,
                                  "labels": [lab.to_dict() for lab in labels]}, ensure_ascii=False) + "\n")

@@ -226,6 +226,15 @@ def test_swe_lego_turn_masks_are_kept_and_each_mask_source_masks_its_turns(tmp_p
             assert span == ([IGNORE_INDEX] * (b - a) if k in masked else full.input_ids[a:b]), (source, k)
             trained.update(range(a, b) if k not in masked else ())
         assert all(x == IGNORE_INDEX for i, x in enumerate(row["labels"]) if i not in trained)
+    from click.testing import CliRunner
+
+    from sft.cli import sft as sft_cli
+
+    res = CliRunner().invoke(sft_cli, ["label", str(tmp_path / "lego.jsonl"), "--out", str(tmp_path / "lab"),
+                                       "--mask-source", "imported"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "lab" / "summary.json").read_text())
+    assert summary["masked_turns"] == 2 and summary["masked_by_rule"] == {"imported_mask": 2}
     # a trajectory with no shipped masks: `imported` trains every turn and says so
     write_jsonl([ep], tmp_path / "ours.jsonl")
     ds, stats = prepare_dataset(DataConfig(paths=[str(tmp_path / "ours.jsonl")], mask_source="imported"),
