@@ -1,8 +1,10 @@
 """Rollout benchmark: what the agent scaffold costs on top of the commands it runs, and how
 many episodes a minute the rollout driver completes with 1 and N workers.
 
-(1) Tool layer: latency of `execute_bash` through the ToolBox versus the same command through
-    the bare sandbox (`docker exec`), side by side.
+(1) Tool layer: latency of `execute_bash` through the ToolBox, in the episode's persistent
+    shell and in a fresh shell per call (`persistent=False`, the old semantics), versus the same
+    command through the bare sandbox (`docker exec`), side by side; plus the once-per-episode
+    cost of starting the persistent shell.
 (2) Scaffold overhead per step: oracle episodes without grading; wall time of the episode
     minus the time spent inside tool calls, divided by the number of steps (policy, loop,
     bookkeeping; git sanitization and the final diff are reported separately).
@@ -51,18 +53,29 @@ def toy_tasks(workdir: Path, copies: int):
     return [task.model_copy(update={"instance_id": f"toy__toycalc-{i}"}) for i in range(copies)]
 
 
-def bench_tools(image: str, n: int) -> tuple[list[float], list[float]]:
-    raw, tool = [], []
+def bench_tools(image: str, n: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"raw": [], "fresh": [], "persistent": [], "start": []}
+    cmd = "ls /testbed > /dev/null"
     with DockerSandbox(image) as sb:
-        box = ToolBox(sb)
+        fresh, persistent = ToolBox(sb, persistent=False), ToolBox(sb)
         for _ in range(n):
             t0 = time.perf_counter()
-            sb.exec("ls /testbed > /dev/null", timeout=60, workdir="/testbed")
-            raw.append(time.perf_counter() - t0)
+            sb.exec(cmd, timeout=60, workdir="/testbed")
+            times["raw"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            box.execute("execute_bash", {"command": "ls /testbed > /dev/null"})
-            tool.append(time.perf_counter() - t0)
-    return raw, tool
+            fresh.execute("execute_bash", {"command": cmd})
+            times["fresh"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            persistent.execute("execute_bash", {"command": cmd})
+            times["persistent"].append(time.perf_counter() - t0)
+        persistent.close()
+        for _ in range(max(3, n // 4)):  # a new episode's shell: started by its first command
+            box = ToolBox(sb)
+            t0 = time.perf_counter()
+            box.execute("execute_bash", {"command": cmd})
+            times["start"].append(time.perf_counter() - t0)
+            box.close()
+    return times
 
 
 def bench_overhead(tasks, n: int) -> dict[str, float]:
@@ -115,13 +128,17 @@ def main() -> int:
         else:
             tasks = toy_tasks(work, copies=args.episodes)
         samples = max(1, args.episodes // len(tasks))
-        raw, tool = bench_tools(tasks[0].image, args.repeats)
+        times = bench_tools(tasks[0].image, args.repeats)
+        raw = statistics.median(times["raw"])
         t = Table(title="(1) one shell command: bare sandbox vs the agent's execute_bash")
         for c in ("path", "median", "ratio"):
             t.add_column(c, justify="right")
-        t.add_row("sandbox.exec", f"{statistics.median(raw) * 1000:.0f} ms", "1.00×")
-        t.add_row("ToolBox execute_bash", f"{statistics.median(tool) * 1000:.0f} ms",
-                  f"{statistics.median(tool) / statistics.median(raw):.2f}×")
+        t.add_row("sandbox.exec (docker exec)", f"{raw * 1000:.1f} ms", "1.00×")
+        for key, label in (("fresh", "execute_bash, fresh shell per call"),
+                           ("persistent", "execute_bash, persistent shell"),
+                           ("start", "  first call of an episode (starts the shell)")):
+            med = statistics.median(times[key])
+            t.add_row(label, f"{med * 1000:.1f} ms", f"{med / raw:.2f}×")
         console.print(t)
         o = bench_overhead(tasks, n=3)
         t = Table(title="(2) scaffold overhead, oracle episodes (median of 3)")

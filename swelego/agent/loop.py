@@ -18,7 +18,8 @@ from swelego.schema import TaskInstance
 DEFAULT_SYSTEM_PROMPT = """\
 You are a software engineer working in a Linux sandbox on a Python repository checked out \
 at /testbed. You act only through tools:
-- execute_bash: run a shell command in /testbed (no network; each call is a fresh shell).
+- execute_bash: run a command in a persistent bash session that starts in /testbed (no \
+network; the working directory, variables and activated environments carry over between calls).
 - str_replace_editor: view files and directories, create files, replace exact text, insert \
 lines, undo an edit. Paths are absolute.
 - think: write down your reasoning without running anything.
@@ -164,6 +165,8 @@ def run_episode(
     except Exception as e:  # a policy or sandbox failure ends the episode, recorded
         exit_reason = "error"
         traj.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+    finally:
+        tools.close()  # the episode's shell and what it still runs (background jobs too)
     traj.exit_reason = exit_reason
     traj.usage = dict(getattr(policy, "usage", None) or {})
     patched = True

@@ -3,7 +3,8 @@
 The oracle looks around (the repository, then each file the gold patch touches), runs the
 failing tests, applies the gold patch hunk by hunk with `str_replace_editor`, reruns the
 tests and calls `finish`. Edits are built from what the tools showed it: the file views
-let it widen a hunk's context until `old_str` is unique in the file.
+let it widen a hunk's context until `old_str` is unique in the file. A test run that the
+shell leaves running (silent for a while) is waited for with `is_input`, as a user would.
 
 With `noise` > 0 a hunk is, with that probability, replaced by a corrupted edit (a changed
 constant or operator, or no edit at all), so that a batch of oracle episodes mixes
@@ -17,6 +18,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from swelego.agent.tools import STILL_RUNNING
 from swelego.schema import TaskInstance
 
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
@@ -167,6 +169,7 @@ class OraclePolicy:
                 self.plan.append((fp, h, lines))
         self._actions = self._script()
         self._step = 0
+        self._waits = 0
         self._views: dict[str, str] = {}  # path -> tool_call_id of its view
         self._sim: dict[str, list[str] | None] = {}
         self._offset: dict[str, int] = {}
@@ -282,6 +285,13 @@ class OraclePolicy:
 
     # -- the policy interface -----------------------------------------------------------------
     def next_message(self, messages: list[dict], tools: list[dict]) -> dict:
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool" and STILL_RUNNING in (last.get("content") or ""):
+            # a quiet test run was left running by the shell: wait for it, as a user would
+            self._waits += 1
+            return {"role": "assistant", "content": "The tests are still running; waiting for them.",
+                    "tool_calls": [{"id": f"call_wait_{self._waits:03d}", "type": "function", "function": {
+                        "name": "execute_bash", "arguments": json.dumps({"command": "", "is_input": "true"})}}]}
         if self._step >= len(self._actions):
             content, tool, args, key = ("Done.", "finish", {"message": "Done."}, None)
         else:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _STR = "string"
+# Seconds without new output after which a call returns and leaves its command running.
+NO_OUTPUT_TIMEOUT = 30.0
+STILL_RUNNING = "[the command is still running"
 
 TOOL_SCHEMAS: list[dict] = [
     {
@@ -29,20 +32,37 @@ TOOL_SCHEMAS: list[dict] = [
         "function": {
             "name": "execute_bash",
             "description": (
-                "Run a bash command in the repository root (/testbed) and return its combined "
-                "stdout/stderr followed by a line with the exit code. Each call starts a fresh "
-                "shell, so `cd` and exported variables do not persist; chain commands with `&&`. "
-                "Commands are non-interactive and have no network. A command still running after "
-                "the timeout is killed. Long outputs are shortened in the middle; redirect to a "
-                "file and inspect it with head/tail/grep when you need all of it."
+                "Run a bash command in a persistent shell session that starts in the repository "
+                "root (/testbed), and return its combined stdout/stderr followed by a line with the "
+                "exit code. The session keeps its state between calls: the working directory, "
+                "exported variables and activated environments persist. Run one command at a time "
+                "(chain with `&&` or `;`); there is no network. A command that prints nothing new "
+                f"for {NO_OUTPUT_TIMEOUT:g} seconds is left running and you are told so: call again "
+                "with `is_input` \"true\" and an empty `command` to wait for more output, with text "
+                "to type into the command (e.g. an answer to a prompt), or with `C-c` to interrupt "
+                "it. With `timeout` set, the call waits up to that many seconds instead; a command "
+                "still running when the time is up is interrupted. Long outputs are shortened in "
+                "the middle; redirect to a file and inspect it with head/tail/grep when you need "
+                "all of it."
             ),
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "command": {"type": "string", "description": "The bash command to run."},
+                    "command": {
+                        "type": "string",
+                        "description": "The bash command to run; with `is_input` \"true\", the text to "
+                        "send to the running command (\"\" sends nothing, C-c / C-d / C-z send the key).",
+                    },
+                    "is_input": {
+                        "type": "string",
+                        "enum": ["true", "false"],
+                        "description": "\"true\": `command` is input for the command still running. "
+                        "Default \"false\": `command` is a new bash command.",
+                    },
                     "timeout": {
                         "type": "number",
-                        "description": "Optional limit in seconds (capped by the environment).",
+                        "description": "Optional hard limit in seconds (capped by the environment); the "
+                        "command is interrupted when it passes.",
                     },
                 },
                 "required": ["command"],
@@ -254,6 +274,8 @@ def _coerce(tool: str, args: dict) -> dict:
         spec = props[key]
         typ = spec["type"]
         if typ == "string":
+            if spec.get("enum") == ["true", "false"] and isinstance(value, (bool, str)):
+                value = ("true" if value else "false") if isinstance(value, bool) else value.strip().lower()
             if not isinstance(value, str):
                 raise ToolError("bad_arguments", f"`{key}` must be a string, got {type(value).__name__}")
             if "enum" in spec and value not in spec["enum"]:
@@ -300,6 +322,13 @@ def _numbered(lines: list[str], first: int) -> str:
     return "\n".join(f"{i:6}\t{line}" for i, line in enumerate(lines, start=first))
 
 
+def _with_newline(text: str) -> str:
+    return text + "\n" if text and not text.endswith("\n") else text
+
+
+_RESET_STATE = "the working directory is {} again, and exported variables and activated environments are reset"
+
+
 def _truncate(text: str, limit: int) -> tuple[str, bool]:
     if limit <= 0 or len(text) <= limit:
         return text, False
@@ -315,14 +344,23 @@ def _truncate(text: str, limit: int) -> tuple[str, bool]:
 
 
 class ToolBox:
-    """Executes tool calls against one sandbox and keeps the editor's undo history."""
+    """Executes tool calls against one sandbox and keeps the editor's undo history.
+
+    `execute_bash` runs in one persistent shell per ToolBox (an episode), opened on first use
+    through the sandbox's `open_shell` (see swelego.sandbox.session); `persistent=False`, or a
+    sandbox without `open_shell`, runs each command in a fresh `sandbox.exec` shell instead.
+    Call `close()` at the end of the episode."""
 
     def __init__(self, sandbox, *, workdir: str = "/testbed", command_timeout: float = 120.0,
-                 max_observation: int = 16000):
+                 max_observation: int = 16000, no_output_timeout: float = NO_OUTPUT_TIMEOUT,
+                 persistent: bool = True):
         self.sandbox = sandbox
         self.workdir = workdir
         self.command_timeout = command_timeout
         self.max_observation = max_observation
+        self.no_output_timeout = no_output_timeout
+        self.persistent = persistent
+        self._shell = None
         # path -> stack of (previous bytes or None if the file did not exist, previous mode)
         self._history: dict[str, list[tuple[bytes | None, int]]] = {}
         self._write_takes_mode: bool | None = None  # whether sandbox.write_file accepts mode=
@@ -332,8 +370,15 @@ class ToolBox:
         return TOOL_SCHEMAS
 
     def reset_history(self) -> None:
-        """Forget undo history (call after resetting the sandbox)."""
+        """Forget undo history and end the shell (call after resetting the sandbox)."""
         self._history.clear()
+        self.close()
+
+    def close(self) -> None:
+        """End the episode's shell and whatever it still runs; the next call opens a new one."""
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
 
     def execute(self, name: str, arguments: str | dict | None) -> ToolResult:
         t0 = time.monotonic()
@@ -364,25 +409,77 @@ class ToolBox:
         return ToolResult(output=message, finished=True)
 
     # -- bash ----------------------------------------------------------------------------------
-    def _tool_execute_bash(self, command: str, timeout: float | None = None) -> ToolResult:
-        if not command.strip():
-            raise ToolError("bad_arguments", "`command` is empty")
+    def _tool_execute_bash(self, command: str, is_input: str = "false", timeout: float | None = None) -> ToolResult:
         limit = self.command_timeout
         if timeout is not None:
             if timeout <= 0:
                 raise ToolError("bad_arguments", f"`timeout` must be positive, got {timeout:g}")
             limit = min(timeout, self.command_timeout)
-        r = self.sandbox.exec(command, timeout=limit, workdir=self.workdir)
-        out = r.output
-        if out and not out.endswith("\n"):
-            out += "\n"
-        truncated = bool(getattr(r, "truncated_bytes", 0))
-        if r.timed_out:
-            out += (f"[command timed out: killed after {limit:g} seconds; run long commands in the "
-                    "background or with a larger timeout]")
+        if not self.persistent or not hasattr(self.sandbox, "open_shell"):
+            if is_input == "true":
+                raise ToolError("bad_arguments", "`is_input` needs a running command, and this environment runs "
+                                "each command in a fresh shell; run the command again instead")
+            if not command.strip():
+                raise ToolError("bad_arguments", "`command` is empty")
+            r = self.sandbox.exec(command, timeout=limit, workdir=self.workdir)
+            return self._bash_result(r.output, limit, exit_code=r.exit_code, timed_out=r.timed_out,
+                                     truncated=bool(getattr(r, "truncated_bytes", 0)))
+        # With an explicit timeout the call blocks for it; otherwise it returns once the
+        # command has been silent for `no_output_timeout` seconds and leaves it running.
+        idle = None if timeout is not None else self.no_output_timeout
+        shell, before = self._open_shell()
+        if shell.running and (late := shell.poll()) is not None:
+            before += _with_newline(late.output) + f"[the previous command finished: exit code {late.exit_code}]\n"
+        if is_input == "true":
+            if not shell.running:
+                raise ToolError("no_running_command", "no command is running, so there is nothing to send input "
+                                "to; run it as a bash command (`is_input` \"false\")")
+            r = shell.send(command, timeout=limit, idle_timeout=idle)
+        elif shell.running and command.strip():
+            raise ToolError("command_running", "your command was NOT run: the previous command is still running. "
+                            "Call execute_bash with `is_input` \"true\" to interact with it: an empty command waits for "
+                            "more output, text is typed into it, C-c interrupts it; then run your command.")
+        elif shell.running:
+            r = shell.send("", timeout=limit, idle_timeout=idle)
+        elif not command.strip():
+            raise ToolError("bad_arguments", "`command` is empty")
+        else:
+            r = shell.run(command, timeout=limit, idle_timeout=idle)
+        return self._bash_result(before + r.output, limit, exit_code=r.exit_code, timed_out=r.timed_out,
+                                 truncated=bool(r.truncated_bytes), running=r.running, restarted=r.restarted)
+
+    def _open_shell(self):
+        """The episode's shell, started if needed, and a note for the model when an earlier
+        shell had died (its state is gone)."""
+        if self._shell is None:
+            self._shell = self.sandbox.open_shell(workdir=self.workdir)
+        note = ""
+        if self._shell.pid is not None and not self._shell.alive:
+            note = f"[the shell had ended, so a new one was started: {_RESET_STATE.format(self.workdir)}]\n"
+        return self._shell.start(), note
+
+    def _bash_result(self, out: str, limit: float, *, exit_code: int | None, timed_out: bool, truncated: bool,
+                     running: bool = False, restarted: str = "") -> ToolResult:
+        out = _with_newline(out)
+        if timed_out:
+            if restarted:
+                out += (f"[command timed out: killed after {limit:g} seconds; it did not stop when interrupted, so "
+                        f"the shell was restarted: {_RESET_STATE.format(self.workdir)}]")
+            else:
+                out += (f"[command timed out: killed after {limit:g} seconds (interrupted with C-c; the shell "
+                        "keeps its working directory and variables); run long commands in the background or "
+                        "with a larger timeout]")
             return ToolResult(output=out, error=True, error_kind="timeout", truncated=truncated)
-        out += f"[exit code: {r.exit_code}]"
-        return ToolResult(output=out, exit_code=r.exit_code, truncated=truncated)
+        if running:
+            out += (f"{STILL_RUNNING}: no new output for {self.no_output_timeout:g} seconds. Call execute_bash "
+                    "with `is_input` \"true\": an empty command waits for more output, text is typed into it, "
+                    "C-c interrupts it.]")
+            return ToolResult(output=out, truncated=truncated)
+        if restarted:
+            out += f"[{restarted}, so a new shell was started: {_RESET_STATE.format(self.workdir)}]"
+            return ToolResult(output=out, truncated=truncated)
+        out += f"[exit code: {exit_code}]"
+        return ToolResult(output=out, exit_code=exit_code, truncated=truncated)
 
     # -- editor --------------------------------------------------------------------------------
     def _tool_str_replace_editor(self, command: str, path: str, **kw) -> ToolResult:

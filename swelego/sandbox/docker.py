@@ -38,6 +38,12 @@ _KILL_SCRIPT = (
     'kill -9 "${d#/proc/}" 2>/dev/null; fi; done; done; true'
 )
 _CLEAN_ENV = {"HOME": "/root", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat"}
+# What an interactive bash of the image exports once /etc/bash.bashrc and ~/.bashrc ran (the
+# official SWE-bench images activate their conda `testbed` env only there). Not a login shell:
+# Debian's and Ubuntu's /etc/profile reset PATH, and a login shell skips ~/.bashrc.
+_ENV_BEGIN = "__SWELEGO_ENV_BEGIN__"
+_SHELL_ENV_CMD = ["bash", "-i", "-c", f"printf '%s\\n' {_ENV_BEGIN}; exec env -0"]
+_SHELL_ENV_SKIP = {"PWD", "OLDPWD", "SHLVL", "_", EXEC_MARKER}
 
 
 def docker_client(timeout: int = 120) -> docker.DockerClient:
@@ -155,7 +161,10 @@ class DockerSandbox:
         env: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         client: docker.DockerClient | None = None,
+        shell_env: bool = True,
     ):
+        """`shell_env`: commands run with the environment an interactive bash of the image sets
+        up (`~/.bashrc` activation), captured once per container; False: the image's ENV only."""
         self.image = image
         self.limits = limits or SandboxLimits()
         self.workdir = workdir
@@ -165,6 +174,8 @@ class DockerSandbox:
         self.client = client or docker_client()
         self.container = None
         self._base_commit: str | None = None
+        self.shell_env = shell_env
+        self._shell_env: dict[str, str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -207,6 +218,7 @@ class DockerSandbox:
             return
         cid = self.container.id
         self.container = None
+        self._shell_env = None
         with _LIVE_LOCK:
             _LIVE.pop(cid, None)
         try:
@@ -231,21 +243,45 @@ class DockerSandbox:
         user: str = "",
         max_output: int | None = None,
     ) -> ExecResult:
-        """Run `cmd` with bash. On timeout every process it started is killed (SIGKILL).
-        `max_output` overrides the sandbox's output cap for this command (test logs)."""
+        """Run `cmd` with bash (`bash -c`, in the image's interactive-shell environment unless
+        `shell_env` is off or another `user` is named). On timeout every process it started is
+        killed (SIGKILL). `max_output` overrides the sandbox's output cap (test logs)."""
         self.start()
+        base = self.image_shell_env() if self.shell_env and not user else self.env
+        # stderr joins stdout in one pipe, so the output keeps the order it was written in
+        # (two streams would be interleaved in arrival order); line numbers in bash's own
+        # messages stay those of `cmd`.
+        return self._run(["bash", "-c", 'exec bash -c "$1" 2>&1', "bash", cmd], timeout, {**base, **(env or {})},
+                         workdir=workdir, user=user, max_output=max_output)
+
+    def image_shell_env(self) -> dict[str, str]:
+        """The environment an interactive bash of this container's image exports after its
+        startup files; the sandbox's own environment if that shell fails (no bash, a
+        ~/.bashrc that exits or hangs). Captured once per container, before any command."""
+        self.start()
+        if self._shell_env is None:
+            self._shell_env = dict(self.env)
+            r = self._run(_SHELL_ENV_CMD, 60.0, self.env, workdir=None, user="", max_output=1 << 20, stderr=False)
+            out = r.output.split(_ENV_BEGIN + "\n", 1)
+            if r.exit_code == 0 and not r.timed_out and len(out) == 2:
+                pairs = (item.split("=", 1) for item in out[1].split("\0") if "=" in item)
+                self._shell_env = {k: v for k, v in pairs if k not in _SHELL_ENV_SKIP}
+        return self._shell_env
+
+    def open_shell(self, workdir: str | None = None):
+        """A persistent interactive shell in this sandbox (see swelego.sandbox.session)."""
+        from swelego.sandbox.session import ShellSession
+
+        return ShellSession(self, workdir=workdir or self.workdir)
+
+    def _run(self, argv: list[str], timeout: float | None, environment: dict[str, str], *, workdir: str | None,
+             user: str, max_output: int | None, stderr: bool = True) -> ExecResult:
         timeout = self.limits.exec_timeout if timeout is None else timeout
         token = uuid.uuid4().hex
         api = self.client.api
         exec_id = api.exec_create(
-            self.container.id,
-            # stderr joins stdout in one pipe, so the output keeps the order it was written in
-            # (two streams would be interleaved in arrival order); line numbers in bash's
-            # own messages stay those of `cmd`.
-            ["bash", "-c", 'exec bash -c "$1" 2>&1', "bash", cmd],
-            environment={**self.env, **(env or {}), EXEC_MARKER: token},
-            workdir=workdir or self.workdir,
-            user=user,
+            self.container.id, argv, environment={**environment, EXEC_MARKER: token},
+            workdir=workdir or self.workdir, user=user, stderr=stderr,
         )["Id"]
         buf = _CappedBuffer(self.limits.max_output if max_output is None else max_output)
         t0 = time.monotonic()
