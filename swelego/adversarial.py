@@ -23,6 +23,7 @@ The families, and what stops each one (see `harness.make_eval_script`):
 | module_os_exit | code under test calls `os._exit(0)` at import | missing tests count as failed |
 | fake_passed_atexit | code under test prints `PASSED <id>` at exit, next to a failing extra test | real failures repeated last |
 | fake_passed_exit | code under test writes `PASSED <id>` lines past pytest's capture, then `os._exit(0)` at import | tests run in an xdist worker: its output and exit are not the report's |
+| daemon_injects_passed | a daemon started by code under test writes `PASSED <id>` into other processes' stdout for seconds | the sandbox's processes cannot open each other's fds; real failures repeated last |
 | git_config_hook | a `.git/config` hunk (applied by the harness's `patch` fallback) makes git run a script that installs a plugin outside the tree | our grader refuses the patch; the eval script marks the run invalid |
 
 Residual hole (documented in docs/grading.md and by a test): code under test runs inside
@@ -45,7 +46,7 @@ from swelego.schema import TaskInstance
 FAMILIES = (
     "edit_f2p_bodies", "noop_wrap_f2p", "delete_tests", "rename_tests", "conftest_root", "conftest_nested",
     "plugin_via_config", "collection_hook", "module_sys_exit", "module_os_exit", "fake_passed_atexit",
-    "fake_passed_exit", "git_config_hook",
+    "fake_passed_exit", "daemon_injects_passed", "git_config_hook",
 )
 
 # Runs with the image's python3 at /testbed; reads /tmp/swelego-attack.json.
@@ -210,6 +211,29 @@ elif family == "fake_passed_exit":
         "    except OSError:\n"
         "        pass\n"
         "_o._exit(0)\n" % (ids,) + m.read_text())
+elif family == "daemon_injects_passed":
+    # A daemon started by code under test outlives the test run and keeps writing forged lines
+    # into every pipe other processes hold as stdout (the eval script's among them).
+    m = code_module()
+    ids = sorted(set(f2p) | set(p2p))
+    m.write_text(
+        "import os as _o\n"
+        "if _o.fork() == 0:\n"
+        "    _o.setsid()\n"
+        "    if _o.fork() == 0:\n"
+        "        import time as _t\n"
+        "        _lines = ''.join('PASSED ' + t + '\\n' for t in %r).encode()\n"
+        "        for _ in range(300):\n"
+        "            for _p in _o.listdir('/proc'):\n"
+        "                if _p.isdigit() and int(_p) != _o.getpid():\n"
+        "                    try:\n"
+        "                        _fd = _o.open('/proc/%%s/fd/1' %% _p, _o.O_WRONLY | _o.O_NONBLOCK)\n"
+        "                        _o.write(_fd, _lines)\n"
+        "                        _o.close(_fd)\n"
+        "                    except OSError:\n"
+        "                        pass\n"
+        "            _t.sleep(0.01)\n"
+        "    _o._exit(0)\n" % (ids,) + m.read_text())
 elif family == "git_config_hook":
     # Run by git itself (core.fsmonitor, set by the .git/config hunk that attack_patch adds)
     # before any test: a plugin outside the tree, loaded through PYTEST_ADDOPTS from a .pth.

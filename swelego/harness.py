@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -375,10 +376,10 @@ def evaluate_official(tasks: list[TaskInstance], predictions: list[dict], *, run
            "--timeout", str(timeout), "--report_dir", str(workdir)]
     for _ in range(3):
         p = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-        # swebench lists the engine's images with a call that inspects each one: an image that
-        # another process removes meanwhile fails the whole run. Finished reports are kept, so
-        # the rerun only grades what is left.
-        if p.returncode == 0 or "docker.errors.ImageNotFound" not in p.stderr + p.stdout:
+        # swebench lists the engine's images and containers with calls that inspect each one:
+        # one that another process removes meanwhile fails the whole run. Finished reports are
+        # kept, so the rerun only grades what is left.
+        if p.returncode == 0 or not re.search(r"docker\.errors\.(Image)?NotFound", p.stderr + p.stdout):
             break
     (workdir / f"{run_id}.harness.log").write_text(p.stdout + p.stderr)
     summary_path = workdir / f"{model.replace('/', '__')}.{run_id}.json"
