@@ -13,7 +13,14 @@ import pytest
 from conftest import TEST_NS
 
 from swelego.adversarial import FAMILIES, attack_patch, naive_eval_script, run_attacks
-from swelego.harness import is_test_infra, make_eval_script, patch_files, run_eval, unsafe_patch_paths, validate_task
+from swelego.harness import (
+    is_test_infra,
+    make_eval_script,
+    patch_files,
+    run_eval,
+    unsafe_patch_paths,
+    validate_task,
+)
 from swelego.sandbox import DockerSandbox
 from swelego.schema import TaskInstance
 
@@ -81,12 +88,10 @@ def test_the_attacks_fool_the_usual_eval_script_shape(toy_task, synthetic_task, 
     families = ("conftest_root", "conftest_nested", "plugin_via_config", "collection_hook",
                 "fake_passed_atexit", "fake_passed_exit", "edit_f2p_bodies", "noop_wrap_f2p", "git_config_hook")
     rep = run_attacks([toy_task, synthetic_task], families=families, client=client, workdir=tmp_path,
-                      eval_script=naive_eval_script)
+                      eval_script=naive_eval_script, ours=False)
     assert rep.official["gold"] == 2
     # every family fools the official harness on both rows with the naive script
     assert {f: rep.official[f] for f in families} == {f: 2 for f in families}, rep.resolved_by
-    # our grader refuses a patch into .git before anything runs, whatever the eval script
-    assert rep.ours["git_config_hook"] == 0
 
 
 def test_agent_tampering_outside_the_repository_does_not_grade_resolved(toy_task, client):
