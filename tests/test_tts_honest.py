@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from swelego.agent.trajectory import Trajectory
-from swelego.errors import SwelegoError
 from swelego.schema import TaskInstance, save_jsonl
 from tts.cli import tts as tts_cli
 from tts.metrics import Sample, expected_calibration_error, summarize, within_instance_auc
@@ -62,14 +61,17 @@ def _task(iid: str, **extra) -> TaskInstance:
 
 
 @pytest.fixture
-def run_dir(tmp_path, monkeypatch):
+def run_dir(tmp_path):
     """a: two sandbox-labelled samples, the selected one graded officially (cached); b: one sample,
-    graded officially (cached); c: no samples; d: one unlabelled sample whose grading fails."""
+    graded officially (cached); c: no samples; d: one sample the harness errors on (unresolved, as
+    SWE-bench counts errors)."""
     root = tmp_path / "run"
     root.mkdir()
     verified = {"environment_setup_commit": "b" * 40, "difficulty": "<15 min fix",
                 "image_assets": json.dumps({"test_patch": []})}
-    save_jsonl([_task("a", **verified), _task("b"), _task("c"), _task("d")], root / "tasks.jsonl")
+    # d's row names a log parser swebench does not have: the real harness reports it as an error
+    save_jsonl([_task("a", **verified), _task("b"), _task("c"), _task("d", log_parser="parse_log_nonexistent")],
+               root / "tasks.jsonl")
     samples = [_traj("a", 0, "pa0", True), _traj("a", 1, "pa1", False), _traj("b", 0, "pb0", True),
                {"instance_id": "d", "model_patch": "pd0", "sample": 0}]
     (root / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
@@ -81,42 +83,58 @@ def run_dir(tmp_path, monkeypatch):
     (root / "gradings.jsonl").write_text("".join(json.dumps(
         {"instance_id": i, "patch_sha": patch_sha(p), "resolved": r, "status": "x", "run_id": "old"}) + "\n"
         for i, p, r in graded))
-    sent: list[dict] = []
+    return root, _HarnessInput(root / "grading")
 
-    def no_engine(tasks, preds, **kw):
-        sent.extend(t.to_row() for t in tasks)
-        raise SwelegoError("no Docker engine")
 
-    monkeypatch.setattr("swelego.harness.evaluate_official", no_engine)
-    return root, sent
+class _HarnessInput:
+    """The rows the real `evaluate_official` handed to swebench (it writes them to
+    `<run_id>.dataset.jsonl` before running the harness). The rows' image does not exist, so
+    the unmodified harness fails those gradings, as it would for any image it cannot get."""
+
+    def __init__(self, workdir):
+        self.workdir, self.seen = workdir, set()
+
+    def rows(self) -> list[dict]:
+        out = []
+        for f in sorted(self.workdir.glob("*.dataset.jsonl")) if self.workdir.exists() else []:
+            if f.name not in self.seen:
+                self.seen.add(f.name)
+                out += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        return out
+
+    def clear(self) -> None:
+        self.rows()
 
 
 def test_every_task_counts_and_every_label_names_its_source(run_dir):
     root, sent = run_dir
     r = tts_score(ScoreConfig(dir=str(root), ks=(1, 2), bootstrap=100), log=lambda m: None)
     m = r["metrics"]
-    assert m["instances"] == 4 and r["unusable_instances"] == {"c": "no samples", "d": "no labelled sample"}
+    assert m["instances"] == 4 and r["unusable_instances"] == {"c": "no samples"}
     # a: official True (selected) + sandbox True -> 1.0; b: official False -> 0; c, d: 0
     assert m["pass@1"]["value"] == pytest.approx(1.0 / 4)
     assert r["selected"]["resolved"] == 1 and r["selected"]["resolve_rate"] == pytest.approx(1 / 4)
-    assert r["metric_labels"] == {"official": 2, "sandbox": 1}
+    assert r["metric_labels"] == {"official": 3, "sandbox": 1}
     src = {(i, s["sample"]): s["label_source"] for i, v in r["per_instance"].items() for s in v["samples"]}
-    assert src == {("a", 0): "sandbox", ("a", 1): "official", ("b", 0): "official", ("d", 0): None}
-    assert [row["instance_id"] for row in sent] == ["d"]  # only the uncached sample went to the harness
+    assert src == {("a", 0): "sandbox", ("a", 1): "official", ("b", 0): "official", ("d", 0): "official"}
+    assert [row["instance_id"] for row in sent.rows()] == ["d"]  # only the uncached sample went to the harness
     md = (root / "report.md").read_text()
-    assert "Instances without a usable sample (2, counted unresolved)" in md and "`c`: no samples" in md
+    assert "Instances without a usable sample (1, counted unresolved)" in md and "`c`: no samples" in md
     assert "within instance" in md and "ECE" in md and "1 sandbox" in md
 
     # --grade all: every label official; a's sandbox label no longer counts, its patch goes to the harness
     sent.clear()
     r = tts_score(ScoreConfig(dir=str(root), ks=(1, 2), bootstrap=100, grade="all"), log=lambda m: None)
-    assert r["metric_labels"] == {"official": 2}
-    assert sorted(row["instance_id"] for row in sent) == ["a", "d"]
-    a_row = next(row for row in sent if row["instance_id"] == "a")  # the official row reached the harness whole
+    assert r["metric_labels"] == {"official": 4}
+    rows = sent.rows()
+    assert sorted(row["instance_id"] for row in rows) == ["a"]  # d's error grading is cached
+    a_row = next(row for row in rows if row["instance_id"] == "a")  # the official row reached the harness whole
     assert a_row["difficulty"] == "<15 min fix" and a_row["environment_setup_commit"] == "b" * 40
     a_samples = {s["sample"]: s for s in r["per_instance"]["a"]["samples"]}
-    assert a_samples[0]["label"] is None and a_samples[1]["label_source"] == "official"
-    assert r["unusable_instances"] == {"c": "no samples", "d": "no labelled sample"}
+    # the row's image does not exist here: the harness errors, which counts as unresolved
+    assert a_samples[0]["label"] is False and a_samples[0]["label_source"] == "official"
+    assert a_samples[1]["label_source"] == "official"
+    assert r["unusable_instances"] == {"c": "no samples"}
 
 
 def test_score_warns_loudly_when_the_verifier_saw_scored_instances(run_dir, tmp_path):
