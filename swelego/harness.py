@@ -193,6 +193,12 @@ swelego_restore() {{
 }}"""
 
 
+# The environment an interactive shell of the image sets up (official SWE-bench images activate
+# their conda `testbed` env only from ~/.bashrc; swebench runs this script as a plain
+# `/bin/bash /eval.sh`, which never reads it). ~/.bashrc is outside the tree: no patch reaches it.
+_IMAGE_ENV = ("swelego_env=$(cd / && bash -ic 'export -p' 2>/dev/null </dev/null) && "
+              "eval \"$swelego_env\" 2>/dev/null; unset swelego_env")
+
 # With pytest-xdist in the image (ours have it), the tests run in one worker process and the
 # report is written by the main one, which never imports the code under test: what that code
 # prints (past pytest's capture, from atexit, before os._exit) goes to the worker's stderr,
@@ -227,7 +233,7 @@ def make_eval_script(*, base_commit: str, test_cmd: str, test_patch: str = "",
     files = list(test_files) if test_files is not None else patch_files(test_patch)
     files += [f for f in test_ids_files(tests) if f not in files]
     log = "/tmp/swelego-test-output.log"
-    lines = ["#!/bin/bash", "set -uxo pipefail", "set +x", "exec 2>&1", f"cd {shlex.quote(workdir)}",
+    lines = ["#!/bin/bash", "set -uxo pipefail", "set +x", "exec 2>&1", _IMAGE_ENV, f"cd {shlex.quote(workdir)}",
              _restore_block(base_commit, test_infra_pathspecs(files)),
              f"swelego_restore || echo '{RESET_FAILED}'"]
     if test_patch.strip():

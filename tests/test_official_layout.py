@@ -28,10 +28,13 @@ def official(client, base_image, toy_repo, tmp_path_factory):
     env = EnvImage(image=image, repo="toycalc", version="0.1", source=str(toy_repo), base=base_image,
                    python="3.11", base_commit=base)
     task = new_task(env, instance_id="toy__toycalc-official-1", patch=GOLD_PATCH, test_patch=TEST_PATCH,
-                    problem_statement="median() is wrong for lists of even length")
+                    problem_statement="median() is wrong for lists of even length",
+                    metadata={"fix_commit": fix})
     with DockerSandbox(image, client=client) as sb:
         task = validate_task(sb, task)
-    return task
+    # the fields official SWE-bench Verified rows carry beyond ours, as the Hub stores them
+    return task.model_copy(update={"environment_setup_commit": base, "difficulty": "<15 min fix",
+                                   "image_assets": json.dumps({"test_patch": []}), "created_at": "2020-01-01T00:00:00Z"})
 
 
 def bash(tb: ToolBox, command: str):
@@ -86,8 +89,11 @@ def _call(i: int, name: str, args: dict) -> dict:
 
 def test_data_rollout_through_the_openai_client(official, openai_server, tmp_path):
     """`swelego data rollout --policy openai` against a loopback endpoint: the scripted model
-    finds the testbed env, keeps cwd and variables across calls, fixes the bug, and tampers
-    with the shell's startup files; the grade (a fresh container) sees none of its shell state."""
+    finds the testbed env, keeps cwd and variables across calls, fixes the bug, tampers with
+    the shell's startup files (the grade, in a fresh container, sees none of its shell state)
+    and finds no trace of the fix commit the image shipped. The same row, with the official
+    fields, is then scored by `tts score` through the official harness, fields intact."""
+    fix = official.metadata["fix_commit"]
     openai_server.script(
         _call(0, "execute_bash", {"command": "which python && python -c 'import pytest; print(pytest.__name__)'"}),
         _call(1, "execute_bash", {"command": "cd /tmp && export SWELEGO_X=41"}),
@@ -97,7 +103,12 @@ def test_data_rollout_through_the_openai_client(official, openai_server, tmp_pat
                                              "2>&1 | tail -n 1"}),
         _call(5, "execute_bash", {"command": "echo 'conda deactivate; export PATH=/nowhere' >> ~/.bashrc && "
                                              "export PYTHONPATH=/nowhere PATH=/nowhere", "timeout": 30}),
-        _call(6, "finish", {"message": "fixed median"}),
+        # the later fix commit the image shipped is gone: no ref, no reflog, no object
+        _call(6, "execute_bash", {"command": "cd /testbed; export PATH=/usr/bin:/bin; git log --all --oneline | wc -l; "
+                                             f"git cat-file -e {fix} 2>/dev/null && echo FIX-PRESENT || echo FIX-GONE; "
+                                             "git cat-file --batch-all-objects --batch-check | wc -l; "
+                                             "git rev-list --objects --all | wc -l"}),
+        _call(7, "finish", {"message": "fixed median"}),
     )
     ds = tmp_path / "tasks.jsonl"
     save_jsonl([official], ds)
@@ -111,7 +122,25 @@ def test_data_rollout_through_the_openai_client(official, openai_server, tmp_pat
     assert seen[2] == "/tmp\n41\n[exit code: 0]"
     assert " passed" in seen[4] and "failed" not in seen[4] and seen[4].endswith("[exit code: 0]")
     assert seen[5] == "[exit code: 0]"
+    commits, fix_state, objects, reachable = seen[6].split("\n")[:4]
+    assert (commits, fix_state) == ("1", "FIX-GONE") and objects == reachable, seen[6]
     assert traj["exit_reason"] == "finish" and traj["resolved"] is True
+
+    # tts score: the trajectory as the one sample, a verifier score for it, the official harness
+    run = tmp_path / "tts"
+    run.mkdir()
+    save_jsonl([official], run / "tasks.jsonl")
+    (run / "samples.jsonl").write_text(json.dumps({**traj, "sampling": {**traj["sampling"], "sample": 0}}) + "\n")
+    (run / "scores.jsonl").write_text(json.dumps({"instance_id": official.instance_id, "sample": 0, "score": 0.9})
+                                      + "\n")
+    res = CliRunner().invoke(cli_main, ["tts", "score", str(run), "--k", "1", "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((run / "report.json").read_text())
+    assert report["selected"]["resolved"] == 1 and report["metric_labels"] == {"official": 1}, report["selected"]
+    (sent,) = [json.loads(x) for f in (run / "grading").glob("*.dataset.jsonl") for x in f.read_text().splitlines()]
+    assert {k: sent[k] for k in ("environment_setup_commit", "difficulty", "image_assets")} == {
+        "environment_setup_commit": official.environment_setup_commit, "difficulty": "<15 min fix",
+        "image_assets": json.dumps({"test_patch": []})}
     # The system prompt the model saw describes the persistent shell.
     assert "persistent bash session" in openai_server.requests[0]["messages"][0]["content"]
     tools = {t["function"]["name"]: t["function"]["parameters"] for t in openai_server.requests[0]["tools"]}
