@@ -61,6 +61,7 @@ benchmark: venv engine
 	$(BIN)/python benchmarks/sft_prep.py
 	$(BIN)/python benchmarks/verifier.py
 	$(BIN)/python benchmarks/real_envs.py
+	$(BIN)/python benchmarks/official_determinism.py
 
 clean-images: venv engine
 	$(BIN)/swelego sandbox gc --all
