@@ -132,11 +132,18 @@ def _print_funnel(summary: dict, out_path: Path) -> None:
 @data.command("rollout")
 @click.argument("dataset", type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--policy", type=click.Choice(["oracle", "openai"]), default="oracle", show_default=True,
-              help="openai: an OpenAI-compatible endpoint; oracle: replays the gold patch through the tools "
-                   "(demos and smoke tests, never model output).")
+@click.option("--policy", type=click.Choice(["oracle", "openai", "hf"]), default="oracle", show_default=True,
+              help="openai: an OpenAI-compatible endpoint; hf: a local transformers model generating in this "
+                   "process (no server); oracle: replays the gold patch through the tools (demos and smoke tests, "
+                   "never model output).")
 @click.option("--base-url", default=None, help="Endpoint root for --policy openai, e.g. http://localhost:8000/v1.")
-@click.option("--model", default=None, help="Model name served at --base-url.")
+@click.option("--model", default=None,
+              help="Model name served at --base-url; with --policy hf, a local model directory (e.g. OUTPUT/model "
+                   "of `swelego sft train`).")
+@click.option("--device", default="auto", show_default=True,
+              help="--policy hf: auto (cuda when available), cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="--policy hf: weights dtype (auto: bfloat16 on cuda, float32 on cpu).")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the key.")
 @click.option("--tool-format", type=click.Choice(["native", "openhands"]), default="native", show_default=True,
               help="native tool calls (text <function=…>/<tool_call> calls are parsed too), or OpenHands text calls.")
@@ -154,8 +161,8 @@ def _print_funnel(summary: dict, out_path: Path) -> None:
               help="Oracle only: probability that a gold hunk becomes a corrupted edit.")
 @click.option("--seed", default=0, show_default=True, help="Base seed; each sample derives its own.")
 @click.option("--no-grade", is_flag=True, help="Do not grade final patches with the hidden tests.")
-def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_format, samples, workers, executor,
-                ray_address, max_turns, max_context_tokens, command_timeout, temperature, top_p, max_tokens,
+def rollout_cmd(dataset, out_dir, policy, base_url, model, device, dtype, api_key_env, tool_format, samples, workers,
+                executor, ray_address, max_turns, max_context_tokens, command_timeout, temperature, top_p, max_tokens,
                 noise, seed, no_grade):
     """Run a policy on every task of DATASET, k samples each, one sandbox per episode.
 
@@ -170,7 +177,7 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
                         max_context_tokens=max_context_tokens, command_timeout=command_timeout,
                         grade=not no_grade, noise=noise, seed=seed, base_url=base_url, model=model,
                         api_key_env=api_key_env, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                        tool_format=tool_format)
+                        tool_format=tool_format, device=device, dtype=dtype)
     cfg.validate()
     tasks, bad_rows = load_rollout_tasks(dataset, log=lambda m: err.print(f"[red]✗[/] {escape(m)}",
                                                                           highlight=False, soft_wrap=True))
@@ -195,6 +202,11 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, api_key_env, tool_for
               f"{summary.seconds:.0f}")
     out.print(t)
     out.print("exit reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.exit_reasons.items())))
+    if policy == "hf":
+        from swelego.agent.hf_policy import describe_model
+
+        out.print(f"policy=hf: {describe_model(cfg.model)}; resolved {summary.resolved}/{summary.trajectories} "
+                  "is this model's own result", highlight=False)
     if bad_rows:
         out.print(f"skipped {len(bad_rows)} malformed row(s) of {escape(dataset)} "
                   "(listed above and in summary.json)", highlight=False)

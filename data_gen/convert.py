@@ -140,7 +140,10 @@ def _summary(counts: Counter, out: str | None, extra: str = "") -> None:
 @click.option("--mask-source", type=click.Choice(["rules", "imported", "both"]), default="rules", show_default=True,
               help="sharegpt: which turns --mask flags: our error rules, the masks an imported trajectory "
                    "shipped with (SWE-Lego's turn_mask), or both.")
-def export_cmd(traj, fmt, out, mask, mask_source):
+@click.option("--reasoning", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+              help="The thinking reasoning endpoints returned (reasoning_content): keep it as <think>...</think> "
+                   "before the turn's text (Qwen3 style), or drop it.")
+def export_cmd(traj, fmt, out, mask, mask_source, reasoning):
     """Export trajectories (TRAJ: a JSONL/JSON file of our trajectories, or a rollout directory)
     for other trainers.
 
@@ -154,7 +157,7 @@ def export_cmd(traj, fmt, out, mask, mask_source):
     """
     from swelego.agent.formats import to_openhands_messages, to_sharegpt
     from swelego.agent.labels import turn_labels
-    from swelego.agent.trajectory import Trajectory
+    from swelego.agent.trajectory import Trajectory, reasoning_messages
 
     masked_turns = Counter()
 
@@ -164,6 +167,7 @@ def export_cmd(traj, fmt, out, mask, mask_source):
         if not rec.get("instance_id") or not isinstance(rec.get("messages"), list):
             raise ValueError("not a trajectory (needs `instance_id` and a `messages` list)")
         t = Trajectory.from_dict(rec)
+        t.messages = reasoning_messages(t.messages, reasoning, inline=True)
         if fmt == "sharegpt":
             turns = {lab.message_index for lab in turn_labels(t, source=mask_source) if lab.error} if mask else ()
             row = to_sharegpt(t, turns)

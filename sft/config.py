@@ -83,6 +83,11 @@ class DataConfig:
         default="rules")
     only_resolved: bool = _help("Keep only trajectories with resolved or semi_resolved true (when recorded).",
                                 default=False)
+    reasoning: str = _help(
+        "The thinking that reasoning endpoints return (assistant `reasoning_content`): `keep` trains on it "
+        "(Qwen3-style templates render it as <think>...</think> before the content; a template that does not "
+        "read reasoning_content gets it written into the content that way), `drop` removes it (Qwen3 then "
+        "renders an empty think block, as `qwen3_nothink` training does).", default="keep")
     num_proc: int = _help("Processes for tokenization (1 = in process).", default=1)
 
 

@@ -22,7 +22,7 @@ from sft.curriculum import assistant_turns, bucket_of, failure_rates
 from sft.data import iter_trajectories
 from sft.labels import MASK_SOURCES, LabelSummary, turn_labels
 from sft.tokens import IGNORE_INDEX, RenderError, render_conversations
-from swelego.agent.trajectory import Trajectory
+from swelego.agent.trajectory import REASONING_MODES, Trajectory, reasoning_messages
 from swelego.errors import SwelegoError
 
 log = logging.getLogger("sft.prepare")
@@ -112,6 +112,9 @@ def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_tem
         raise SwelegoError(f"data.overlong must be one of {', '.join(OVERLONG_POLICIES)}, got {data.overlong!r}")
     if data.mask_source not in MASK_SOURCES:
         raise SwelegoError(f"data.mask_source must be one of {', '.join(MASK_SOURCES)}, got {data.mask_source!r}")
+    if data.reasoning not in REASONING_MODES:
+        raise SwelegoError(f"data.reasoning must be one of {', '.join(REASONING_MODES)}, got {data.reasoning!r}")
+    inline_reasoning = "reasoning_content" not in chat_template  # the template would silently drop it
     if not data.paths:
         raise SwelegoError("no trajectory files given (data.paths, or --data)")
     warn = warn or log.warning
@@ -143,8 +146,8 @@ def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_tem
     def flush_pending() -> None:
         if not pending:
             return
-        items = [(t.messages, t.tools, [not lab.error or not data.error_mask for lab in labs])
-                 for _, t, labs in pending]
+        items = [(reasoning_messages(t.messages, data.reasoning, inline=inline_reasoning), t.tools,
+                  [not lab.error or not data.error_mask for lab in labs]) for _, t, labs in pending]
         for (where, traj, labs), res in zip(pending, render_conversations(tokenizer, items, chat_template),
                                             strict=True):
             if isinstance(res, RenderError):

@@ -25,8 +25,9 @@ class _QuietServer(ThreadingHTTPServer):
 
 class OpenAIServer:
     """`responses` are strings (content), `{"status": 429, "headers": {...}}` errors, or
-    messages `{"delay": s, "content": ..., "tool_calls": [...], "logprobs": {...}}` (every key
-    optional; `logprobs` is the choice's logprobs object); once they run out,
+    messages `{"delay": s, "content": ..., "tool_calls": [...], "logprobs": {...}, "reasoning_content": ...}`
+    (every key optional; `logprobs` is the choice's logprobs object, `reasoning_content` the thinking
+    a reasoning parser separates, as vLLM returns it); once they run out,
     `responder(request_json)` answers with either form."""
 
     def __init__(
@@ -102,6 +103,8 @@ class OpenAIServer:
 def _completion(request: dict, reply: dict) -> dict:
     content = reply.get("content", "")
     message: dict[str, Any] = {"role": "assistant", "content": content}
+    if "reasoning_content" in reply:
+        message["reasoning_content"] = reply["reasoning_content"]
     choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
     if reply.get("tool_calls"):
         message["tool_calls"] = [

@@ -120,10 +120,17 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
               help="Never run these instances: a verifier directory (the instances it was trained on, from its "
                    "instances.json) or a file of ids (JSON list, or one id per line).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--policy", type=click.Choice(["oracle", "openai"]), default="openai", show_default=True,
-              help="openai: an OpenAI-compatible endpoint; oracle: replays gold patches (pipeline demos only).")
+@click.option("--policy", type=click.Choice(["oracle", "openai", "hf"]), default="openai", show_default=True,
+              help="openai: an OpenAI-compatible endpoint; hf: a local transformers model generating in this "
+                   "process (no server); oracle: replays gold patches (pipeline demos only).")
 @click.option("--base-url", default=None, help="Endpoint root for --policy openai.")
-@click.option("--model", default=None, help="Model name served at --base-url.")
+@click.option("--model", default=None,
+              help="Model name served at --base-url; with --policy hf, a local model directory (e.g. OUTPUT/model "
+                   "of `swelego sft train`).")
+@click.option("--device", default="auto", show_default=True,
+              help="--policy hf: auto (cuda when available), cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="--policy hf: weights dtype (auto: bfloat16 on cuda, float32 on cpu).")
 @click.option("--tool-format", type=click.Choice(["native", "openhands"]), default="native", show_default=True)
 @click.option("--samples", default=16, show_default=True, help="Samples per instance (k).")
 @click.option("--temperature", default=0.7, show_default=True)
@@ -143,7 +150,8 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
 @click.option("--verifier-tokenizer", default=None, help="With --verifier-base-url: tokenizer for budgeting.")
 @click.option("--batch-size", default=4, show_default=True, help="Prompts per forward pass (local verifier).")
 @click.option("--max-length", type=int, default=None, help="Judge prompt token budget.")
-def run_cmd(dataset, split, instance_ids, limit, exclude_instances, out_dir, policy, base_url, model, tool_format, samples, temperature,
+def run_cmd(dataset, split, instance_ids, limit, exclude_instances, out_dir, policy, base_url, model, device, dtype,
+            tool_format, samples, temperature,
             top_p, max_tokens, max_turns, max_context_tokens, noise, seed, workers, executor, ray_address, verifier,
             verifier_base_url, verifier_tokenizer, batch_size, max_length):
     """Sample k rollouts per instance and score each with the verifier.
@@ -163,7 +171,7 @@ def run_cmd(dataset, split, instance_ids, limit, exclude_instances, out_dir, pol
                          executor=executor, ray_address=ray_address, max_turns=max_turns,
                          max_context_tokens=max_context_tokens, noise=noise, seed=seed, base_url=base_url,
                          model=model, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                         tool_format=tool_format)
+                         tool_format=tool_format, device=device, dtype=dtype)
     rcfg.validate()
     cfg = TTSRunConfig(dataset=dataset, rollout=rcfg, split=split, limit=limit, exclude_instances=exclude_instances,
                        instance_ids=tuple(i.strip() for i in instance_ids.split(",") if i.strip()),
@@ -183,6 +191,10 @@ def run_cmd(dataset, split, instance_ids, limit, exclude_instances, out_dir, pol
                          log=lambda m: err.print(f"[red]✗[/] {escape(m)}", highlight=False, soft_wrap=True))
     r, s = result["rollout"], result["scores"]
     label = "policy=oracle (a pipeline demonstration, not model output)" if policy == "oracle" else f"model {model}"
+    if policy == "hf":
+        from swelego.agent.hf_policy import describe_model
+
+        label = f"policy=hf, model {describe_model(rcfg.model)} generating locally"
     out.print(f"{result['instances']} instances × {samples} samples, {label}: {r['trajectories']} samples "
               f"({r['resolved']} resolved in their sandboxes, {r['failed']} failed to run); "
               f"{s['scored']} scored ({s['reused']} reused, {s['failed']} failed)", highlight=False)

@@ -28,7 +28,8 @@ class TTSRunConfig:
     """dataset: local path or HF dataset name; split: the HF split; instance_ids / limit: a subset;
     exclude_instances: instances never to run, e.g. the ones the verifier was trained on (a verifier
     directory, whose instances.json names them, or a file of ids; see verifier.train.trained_instances).
-    rollout: the sampling (policy, samples = k, workers, endpoint, noise, ...); its `out` is the
+    rollout: the sampling (policy: oracle, openai or hf = a local model directory generating in this
+    process; samples = k, workers, endpoint, noise, ...); its `out` is the
     run directory. verifier: a trained verifier directory, or the served model's name with
     verifier_base_url; batch_size / max_length: local scoring; verifier_workers: requests in
     flight to a served verifier."""

@@ -46,6 +46,11 @@ MALFORMED = (
     "Write the call again in the expected format."
 )
 
+class ContextFull(Exception):
+    """Raised by a policy when the transcript no longer fits its model's context window; the
+    episode then ends with exit reason "context" (not "error")."""
+
+
 @runtime_checkable
 class Policy(Protocol):
     def next_message(self, messages: list[dict], tools: list[dict]) -> dict:
@@ -162,6 +167,9 @@ def run_episode(
             if max_context_tokens and _context_tokens(policy, traj.messages) > max_context_tokens:
                 exit_reason = "context"
                 break
+    except ContextFull:
+        traj.turns -= 1  # the turn that did not fit produced no message
+        exit_reason = "context"
     except Exception as e:  # a policy or sandbox failure ends the episode, recorded
         exit_reason = "error"
         traj.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"

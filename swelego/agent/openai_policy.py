@@ -13,7 +13,9 @@ Two ways of calling tools are supported, chosen with `tool_format`:
   stops at ``</function``.
 
 Either way the policy returns a message in the scaffold's own form (structured `tool_calls`,
-arguments as JSON strings), so trajectories do not depend on the wire format. A call that
+arguments as JSON strings), so trajectories do not depend on the wire format; the thinking a
+reasoning endpoint returns apart from the content (`reasoning_content`, or vLLM's newer
+`reasoning`) is kept in the message as `reasoning_content` and never sent back. A call that
 cannot be parsed is returned under `parse_errors`; the loop shows the model an error
 observation and records the step as failed. Retries on 429, 5xx, connection errors and
 timeouts happen in the OpenAI SDK with exponential backoff (`max_retries`).
@@ -75,15 +77,8 @@ class OpenAIPolicy:
         self.last_prompt_tokens = 0
 
     def _request(self, messages: list[dict], tools: list[dict]) -> tuple[list[dict], dict[str, Any]]:
-        extra: dict[str, Any] = {"top_p": self.params.top_p}
-        if self.tool_format == "native":
-            return [_wire_message(m) for m in messages], {**extra, "tools": tools}
-        from swelego.agent.formats import openhands_system_suffix, to_openhands_messages
-
-        wire = to_openhands_messages_from(messages, to_openhands_messages)
-        if wire and wire[0].get("role") == "system":
-            wire[0] = {"role": "system", "content": (wire[0].get("content") or "") + openhands_system_suffix(tools)}
-        return wire, {**extra, "stop": ["</function"]}
+        wire, schemas, stop = request_messages(messages, tools, self.tool_format)
+        return wire, {"top_p": self.params.top_p, "tools": schemas, "stop": stop}
 
     def next_message(self, messages: list[dict], tools: list[dict]) -> dict:
         wire, extra = self._request(messages, tools)
@@ -92,28 +87,59 @@ class OpenAIPolicy:
         self.usage["prompt_tokens"] += usage["prompt_tokens"]
         self.usage["completion_tokens"] += usage["completion_tokens"]
         self.last_prompt_tokens = usage["prompt_tokens"]
-        content = reply.get("content") or ""
-        calls = reply.get("tool_calls") or []
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls:
-            message["tool_calls"] = [
-                {"id": c.get("id") or f"call_{i}", "type": "function", "function": dict(c.get("function") or {})}
-                for i, c in enumerate(calls)
-            ]
-            return message
-        if self.tool_format == "openhands" and "<function=" in content and "</function>" not in content:
-            content += "</function>"  # generation stopped at the stop word
-        from swelego.agent.formats import parse_text_tool_calls
+        # Reasoning endpoints (vLLM/SGLang reasoning parsers, hosted APIs) return the thinking
+        # apart from the content; newer vLLM names the field `reasoning`.
+        reasoning = reply.get("reasoning_content") or reply.get("reasoning")
+        return reply_message(reply.get("content") or "", tools, self.tool_format, calls=reply.get("tool_calls"),
+                             reasoning=reasoning if isinstance(reasoning, str) else None)
 
-        parsed = parse_text_tool_calls(content, [t["function"]["name"] for t in tools])
-        if parsed.tool_calls or parsed.errors:
-            # Keep the model's words; the calls live in `tool_calls` like native ones.
-            message["content"] = parsed.content
-            if parsed.tool_calls:
-                message["tool_calls"] = parsed.tool_calls
-            if parsed.errors:
-                message["parse_errors"] = list(parsed.errors)
+
+def request_messages(messages: list[dict], tools: list[dict],
+                     tool_format: str) -> tuple[list[dict], list[dict] | None, list[str] | None]:
+    """(the transcript as the model is shown it, the tool schemas sent with it, stop strings).
+
+    native: chat messages as the API accepts them, with the schemas; openhands: text calls and
+    "EXECUTION RESULT" user turns, the tool descriptions in the system prompt, no schemas, and
+    generation stopping at ``</function``. HFPolicy renders the same transcript locally."""
+    if tool_format == "native":
+        return [_wire_message(m) for m in messages], tools, None
+    from swelego.agent.formats import openhands_system_suffix, to_openhands_messages
+
+    wire = to_openhands_messages_from(messages, to_openhands_messages)
+    if wire and wire[0].get("role") == "system":
+        wire[0] = {"role": "system", "content": (wire[0].get("content") or "") + openhands_system_suffix(tools)}
+    return wire, None, ["</function"]
+
+
+def reply_message(content: str, tools: list[dict], tool_format: str, *, calls: list[dict] | None = None,
+                  reasoning: str | None = None) -> dict:
+    """The scaffold's assistant message for a model reply: native `calls` as they came, else the
+    calls written in `content` as text (OpenHands `<function=...>` or Qwen `<tool_call>` blocks,
+    parsed by swelego.agent.formats), with malformed ones under `parse_errors`. `reasoning`
+    (the model's thinking, when the server or the policy separated it) is kept as
+    `reasoning_content`."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.get("id") or f"call_{i}", "type": "function", "function": dict(c.get("function") or {})}
+            for i, c in enumerate(calls)
+        ]
         return message
+    if tool_format == "openhands" and "<function=" in content and "</function>" not in content:
+        content += "</function>"  # generation stopped at the stop word
+    from swelego.agent.formats import parse_text_tool_calls
+
+    parsed = parse_text_tool_calls(content, [t["function"]["name"] for t in tools])
+    if parsed.tool_calls or parsed.errors:
+        # Keep the model's words; the calls live in `tool_calls` like native ones.
+        message["content"] = parsed.content
+        if parsed.tool_calls:
+            message["tool_calls"] = parsed.tool_calls
+        if parsed.errors:
+            message["parse_errors"] = list(parsed.errors)
+    return message
 
 
 def to_openhands_messages_from(messages: list[dict], convert) -> list[dict]:

@@ -29,7 +29,7 @@ from swelego.agent.tools import ToolBox
 from swelego.schema import TaskInstance
 from swelego.store import ResultStore
 
-POLICIES = ("oracle", "openai")
+POLICIES = ("oracle", "openai", "hf")
 
 
 @dataclass
@@ -38,13 +38,15 @@ class RolloutConfig:
 
     out: output directory (see the module docstring for its files).
     trajectories_file: name of the trajectory file in `out` (test-time scaling uses samples.jsonl).
-    policy: "oracle" (solves from the gold patch; for demos and smoke tests, labelled as such)
-        or "openai" (an OpenAI-compatible endpoint).
+    policy: "oracle" (solves from the gold patch; for demos and smoke tests, labelled as such),
+        "openai" (an OpenAI-compatible endpoint) or "hf" (a local transformers model directory in
+        `model`, generating in this process; see swelego.agent.hf_policy).
     samples: episodes per task (k); sample i of a task is independent of the others.
     workers: episodes running at once on this machine (local executor).
     executor / ray_address: "local" threads, or Ray tasks on a cluster.
     max_turns: assistant messages per episode before it is stopped (SWE-Lego: 100).
-    max_context_tokens: stop an episode once its prompt exceeds this many tokens (None: no limit).
+    max_context_tokens: stop an episode once its prompt exceeds this many tokens (None: no limit;
+        the hf policy also stops at its model's context length).
     command_timeout: default seconds for one execute_bash call; max_observation: characters of a
         tool result kept (head and tail).
     memory / cpus / pids: sandbox limits per episode.
@@ -52,7 +54,11 @@ class RolloutConfig:
     noise: oracle only, probability that a gold hunk is replaced by a corrupted edit.
     seed: base seed; sample i of a task gets a seed derived from (seed, instance, i).
     base_url / model / api_key_env / temperature / top_p / max_tokens / tool_format: the
-        endpoint and sampling for the openai policy.
+        endpoint and sampling for the openai policy; model / temperature / top_p / max_tokens /
+        tool_format also serve the hf policy (model = the checkpoint directory, max_tokens = new
+        tokens per turn).
+    device / dtype: hf policy only: auto (cuda when available, else cpu; bfloat16 on cuda,
+        float32 on cpu), cpu, cuda[:N]; float32, bfloat16, float16.
     """
 
     out: str
@@ -79,6 +85,8 @@ class RolloutConfig:
     top_p: float | None = None
     max_tokens: int = 4096
     tool_format: str = "native"
+    device: str = "auto"
+    dtype: str = "auto"
 
     def validate(self) -> None:
         from swelego.errors import SwelegoError
@@ -87,6 +95,16 @@ class RolloutConfig:
             raise SwelegoError(f"unknown policy {self.policy!r} (one of {', '.join(POLICIES)})")
         if self.policy == "openai" and not (self.base_url and self.model):
             raise SwelegoError("--policy openai needs --base-url and --model")
+        if self.policy == "hf":
+            from swelego.agent.hf_policy import DTYPES, check_model_dir, resolve_device
+
+            if not self.model:
+                raise SwelegoError("--policy hf needs --model (a local model directory, e.g. OUTPUT/model of "
+                                   "`swelego sft train`)")
+            self.model = check_model_dir(self.model)
+            resolve_device(self.device)
+            if self.dtype not in DTYPES:
+                raise SwelegoError(f"unknown dtype {self.dtype!r} (one of {', '.join(DTYPES)})")
         if self.samples < 1:
             raise SwelegoError("--samples-per-task must be at least 1")
 
@@ -133,6 +151,14 @@ def make_policy(cfg: RolloutConfig, task: TaskInstance, sample: int):
     if cfg.policy == "oracle":
         return OraclePolicy(task, noise=cfg.noise, seed=seed)
     from swelego.agent.openai_policy import OpenAIPolicy, SamplingParams
+
+    if cfg.policy == "hf":
+        from swelego.agent.hf_policy import HFPolicy
+
+        return HFPolicy(cfg.model, tool_format=cfg.tool_format, device=cfg.device, dtype=cfg.dtype,
+                        context_window=cfg.max_context_tokens,
+                        sampling=SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                                                max_tokens=cfg.max_tokens, seed=seed))
 
     return OpenAIPolicy(
         cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, tool_format=cfg.tool_format,

@@ -62,6 +62,34 @@ def normalize_tool_calls(message: dict) -> dict:
     return msg
 
 
+REASONING_MODES = ("keep", "drop")
+
+
+def reasoning_messages(messages: list[dict], mode: str = "keep", *, inline: bool = False) -> list[dict]:
+    """`messages` with the thinking of assistant turns (`reasoning_content`, as reasoning
+    endpoints and HFPolicy record it) kept or dropped, for training and export.
+
+    keep: left in `reasoning_content` (Qwen3-style chat templates render it as
+    ``<think>\n...\n</think>\n\n`` before the content), or with `inline` written into the
+    content in that form (text formats, templates that do not read the field); drop: removed."""
+    if mode not in REASONING_MODES:
+        raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}, got {mode!r}")
+    out = []
+    for m in messages:
+        if m.get("role") != "assistant" or "reasoning_content" not in m:
+            out.append(m)
+            continue
+        msg = dict(m)
+        thought = msg.pop("reasoning_content")
+        if mode == "keep" and isinstance(thought, str) and thought.strip():
+            if inline:
+                msg["content"] = f"<think>\n{thought.strip()}\n</think>\n\n" + (msg.get("content") or "")
+            else:
+                msg["reasoning_content"] = thought
+        out.append(msg)
+    return out
+
+
 @dataclass
 class Trajectory:
     instance_id: str
