@@ -285,7 +285,7 @@ def test_system_suffix_describes_tools_and_parses_back():
     suffix = openhands_system_suffix(TOOL_SCHEMAS)
     assert suffix.startswith("\nYou have access to the following functions:\n\n---- BEGIN FUNCTION #1: execute_bash ----")
     assert "---- END FUNCTION #4 ----" in suffix and "<function=FUNCTION_NAME>" in suffix
-    assert "  (1) command (string, required): The bash command to run." in suffix
+    assert "  (1) command (string, required): The bash command to run; with `is_input`" in suffix
     assert "Allowed values: [`view`, `create`, `str_replace`, `insert`, `undo_edit`]" in suffix
     base, tools = split_system_prompt(DEFAULT_SYSTEM_PROMPT + suffix)
     assert base == DEFAULT_SYSTEM_PROMPT and tools == TOOL_SCHEMAS
