@@ -17,6 +17,11 @@ It prints one table of runs (rows, resolved, resolved %, errors, seconds), the d
 shape (rows whose gold verdict differed between runs: 0 is the target), and for every gold row
 not resolved in some run the cause read from the harness logs
 (`WORKDIR/logs/run_evaluation/<run_id>/<model>/<instance>/`). Nothing is asserted.
+
+Run it on an engine no other swelego process is using: images committed from a sandbox carry
+its `swelego.sandbox` / `swelego.owner` labels, the harness's containers inherit them, and a
+concurrent `gc_containers()` (every rollout start calls it) force-removes them mid-run. The
+benchmark says when the row images carry the label, and names that cause per row.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from rich.table import Table
 
 from swelego.harness import APPLY_FAILED, END, RESET_FAILED, START, evaluate_official
 from swelego.sandbox import docker_client
+from swelego.sandbox.docker import LABEL as SANDBOX_LABEL
 from swelego.schema import TaskInstance, load_dataset, save_dataset
 
 NAMESPACE = "swelego-bench-official"
@@ -45,8 +51,8 @@ MODEL = "swelego-determinism"
 NOOP_PATCH = ("diff --git a/swelego_noop.txt b/swelego_noop.txt\nnew file mode 100644\n--- /dev/null\n"
               "+++ b/swelego_noop.txt\n@@ -0,0 +1 @@\n+no fix here\n")
 # What swebench's instance log says when the eval container vanished under it.
-CONTAINER_GONE = ("error executing setns process", "ttrpc: closed", "is not running", "No such container",
-                  "Failed to kill container")
+CONTAINER_GONE = ("error executing setns process", "cannot exec in a stopped", "ttrpc: closed", "is not running",
+                  "No such container", "Failed to kill container")
 # Wide tables stay readable when the output goes to a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -300,12 +306,20 @@ def main() -> None:
             origin = f"synthesized from {', '.join(sources)} into {workdir / 'rows'} (--rows reuses them)"
         rows_s = time.perf_counter() - t0
         rows = sorted(rows, key=lambda t: t.instance_id)
-        missing = []
+        missing, sandbox_labelled = [], 0
         for t in rows:
             try:
-                client.images.get(t.image)
+                labels = client.images.get(t.image).labels or {}
             except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound and its kin
                 missing.append(t)
+                continue
+            sandbox_labelled += SANDBOX_LABEL in labels
+        if sandbox_labelled:
+            # Containers inherit image labels: swebench's eval containers then look like orphaned
+            # swelego sandboxes, and any swelego process's gc_containers() (a rollout's start)
+            # force-removes them mid-run when the owner pid in the label is not alive.
+            console.print(f"[yellow]{sandbox_labelled} row image(s) carry the {SANDBOX_LABEL} label: a concurrent "
+                          f"`swelego sandbox gc` / rollout start may remove the harness's containers[/yellow]")
         if missing:
             console.print(f"[yellow]{len(missing)} row(s) skipped: their image is not here "
                           f"(e.g. {escape(missing[0].image)})[/yellow]")
