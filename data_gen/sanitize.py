@@ -30,6 +30,7 @@ import docker
 from swelego.errors import SwelegoError
 from swelego.harness import added_lines, apply_patch, patch_files
 from swelego.sandbox import DockerSandbox
+from swelego.sandbox.docker import commit_image
 from swelego.sandbox.gitsanitize import KEEP_GIT_DIR, SAFE_GIT_SH, sanitize_command
 from swelego.sandbox.sources import FIXED_GIT_DATE, GIT_EXCLUDES
 
@@ -66,10 +67,7 @@ def make_instance_image(env_image: str, bug_patch: str, instance_id: str, *, nam
         if not r.ok:
             raise SwelegoError(f"{instance_id}: could not prepare the instance repository: {r.output[-300:]}")
         commit = r.output.strip().splitlines()[-1]
-        repo, tag = name.rsplit(":", 1)
-        sb.container.commit(repository=repo, tag=tag, changes=[
-            'ENTRYPOINT ["/usr/bin/tini", "-s", "--"]', 'CMD ["sleep", "infinity"]', "WORKDIR /testbed",
-            "LABEL swelego.kind=instance"])
+        commit_image(sb, name)
     return name, commit
 
 

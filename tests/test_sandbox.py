@@ -182,3 +182,30 @@ def test_gc_removes_containers_of_killed_drivers(toolz_env, client):
         assert _exists(client, mine.container_id)
     assert not _exists(client, cid)
     assert removed  # the orphan's name is reported
+
+
+def test_gc_leaves_containers_others_make_from_our_images(toy_env, client):
+    """Instance images are committed from sandboxes. A container the official harness starts
+    from one (no labels of its own) is not ours to collect: before, it inherited the
+    sandbox's labels, and gc killed harness runs mid-test whenever that pid was free."""
+    from conftest import TEST_NS
+
+    from swelego.sandbox.docker import LABEL, OWNER_LABEL, commit_image
+
+    with DockerSandbox(toy_env.image, client=client) as sb:
+        fresh = commit_image(sb, f"{TEST_NS}/gc-probe:new")
+        # an image committed the old way, labels and a dead driver's pid included
+        repo, tag = f"{TEST_NS}/gc-probe:old".rsplit(":", 1)
+        sb.container.commit(repository=repo, tag=tag, changes=[
+            'ENTRYPOINT ["/usr/bin/tini", "-s", "--"]', 'CMD ["sleep", "infinity"]',
+            f"LABEL {OWNER_LABEL}=gone-host:999999"])
+    assert client.images.get(fresh).labels.get(LABEL) == ""
+    harness = [client.containers.run(img, detach=True) for img in (fresh, f"{repo}:{tag}")]
+    try:
+        gc_containers(client=client)
+        for c in harness:
+            c.reload()
+            assert c.status == "running", c.name
+    finally:
+        for c in harness:
+            c.remove(force=True)

@@ -43,6 +43,7 @@ from swelego.harness import TestRun, apply_patch, make_eval_script, run_eval, ru
 from swelego.llm import client_from_options
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.buildbox import BuildBox
+from swelego.sandbox.docker import commit_image
 from swelego.sandbox.images import (
     EnvImage,
     build_env_image,
@@ -154,10 +155,7 @@ def make_task_image(env_image: str, testbed: PreparedRepo, instance_id: str, *, 
         head = sb.exec("git rev-parse HEAD", timeout=60).output.strip()
         if head != testbed.base_commit:
             raise SwelegoError(f"{instance_id}: HEAD is {head[:12]} in the task image, not {testbed.base_commit[:12]}")
-        repo, tag = name.rsplit(":", 1)
-        sb.container.commit(repository=repo, tag=tag, changes=[
-            'ENTRYPOINT ["/usr/bin/tini", "-s", "--"]', 'CMD ["sleep", "infinity"]', "WORKDIR /testbed",
-            "LABEL swelego.kind=instance"])
+        commit_image(sb, name)
     return name
 
 

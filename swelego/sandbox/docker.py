@@ -406,17 +406,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def commit_image(sandbox: DockerSandbox, name: str, kind: str = "instance") -> str:
+    """Commit `sandbox`'s container as image `name` (repo:tag), ready to run like our images.
+
+    A commit copies the container's labels into the image, and every container later made
+    from it (the official harness's, say) would inherit them and look like one of our
+    sandboxes to `gc_containers`; the image gets them blanked instead."""
+    repo, tag = name.rsplit(":", 1)
+    sandbox.container.commit(repository=repo, tag=tag, changes=[
+        'ENTRYPOINT ["/usr/bin/tini", "-s", "--"]', 'CMD ["sleep", "infinity"]', "WORKDIR /testbed",
+        f'LABEL swelego.kind={kind} {LABEL}="" {OWNER_LABEL}=""'])
+    return name
+
+
 def gc_containers(*, everything: bool = False, client: docker.DockerClient | None = None) -> list[str]:
     """Remove sandbox containers whose driver process is gone (or all of them).
 
     Returns the names removed. A container owned by a live process on this host is kept
-    unless `everything` is set.
+    unless `everything` is set. Only containers a DockerSandbox labelled at creation are
+    candidates: a container whose labels came from its image (one committed from a sandbox
+    before `commit_image` blanked them) belongs to whoever started it, e.g. the harness.
     """
     client = client or docker_client()
     removed = []
     host = socket.gethostname()
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
+    for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
         owner = c.labels.get(OWNER_LABEL, "")
+        try:
+            inherited = (client.api.inspect_image(c.attrs["Image"])["Config"].get("Labels") or {}).get(OWNER_LABEL)
+        except (docker.errors.NotFound, KeyError):
+            inherited = None
+        if owner and owner == inherited:
+            continue
         owner_host, _, pid = owner.rpartition(":")
         alive = owner_host == host and pid.isdigit() and _pid_alive(int(pid))
         if everything or not alive:
