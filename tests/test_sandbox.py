@@ -167,7 +167,7 @@ def test_signals_remove_the_container(toolz_env, client, sig):
     cid = p.stdout.readline().strip()
     assert _exists(client, cid)
     p.send_signal(sig)
-    p.wait(timeout=30)
+    p.wait(timeout=120)  # removal is one API call; a busy engine (2 cores, image commits) can take long
     assert not _exists(client, cid)
 
 
