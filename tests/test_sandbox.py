@@ -163,11 +163,14 @@ time.sleep(120)
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_remove_the_container(toolz_env, client, sig):
-    p = subprocess.Popen([sys.executable, "-c", DRIVER, toolz_env.image], stdout=subprocess.PIPE, text=True)
+    # A driver started from a terminal: a test session launched as a background job of a
+    # non-interactive shell (`... &`) ignores SIGINT, and its children would inherit that.
+    p = subprocess.Popen([sys.executable, "-c", DRIVER, toolz_env.image], stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     cid = p.stdout.readline().strip()
     assert _exists(client, cid)
     p.send_signal(sig)
-    p.wait(timeout=120)  # removal is one API call; a busy engine (2 cores, image commits) can take long
+    p.wait(timeout=60)
     assert not _exists(client, cid)
 
 
