@@ -196,8 +196,9 @@ swelego_restore() {{
 # The environment an interactive shell of the image sets up (official SWE-bench images activate
 # their conda `testbed` env only from ~/.bashrc; swebench runs this script as a plain
 # `/bin/bash /eval.sh`, which never reads it). ~/.bashrc is outside the tree: no patch reaches it.
-_IMAGE_ENV = ("swelego_env=$(cd / && bash -ic 'export -p' 2>/dev/null </dev/null) && "
-              "eval \"$swelego_env\" 2>/dev/null; unset swelego_env")
+# Only what follows the marker is evaluated: whatever a ~/.bashrc prints is not a command.
+_IMAGE_ENV = ("swelego_env=$(cd / && bash -ic 'printf \"\\n%s\\n\" SWELEGO_ENV_BEGIN; export -p' 2>/dev/null </dev/null) "
+              "&& eval \"${swelego_env#*SWELEGO_ENV_BEGIN}\" 2>/dev/null; unset swelego_env")
 
 # With pytest-xdist in the image (ours have it), the tests run in one worker process and the
 # report is written by the main one, which never imports the code under test: what that code

@@ -38,7 +38,8 @@ def test_eval_script_has_swebench_shape():
     assert lines[:2] == ["#!/bin/bash", "set -uxo pipefail"]
     # No xtrace, one stream: the markers appear once, in order, whatever the harness interleaves.
     assert lines[2:4] == ["set +x", "exec 2>&1"]
-    assert "bash -ic 'export -p'" in lines[4]  # the image's interactive environment (conda activation)
+    # the image's interactive environment (conda activation), what ~/.bashrc prints left out
+    assert "bash -ic" in lines[4] and "export -p" in lines[4] and "SWELEGO_ENV_BEGIN}" in lines[4]
     start = lines.index("echo '>>>>> Start Test Output'")
     end = lines.index("echo '>>>>> End Test Output'")
     assert lines[start + 1].startswith("( pytest -rA ) 2>$swelego_err | tee ")
