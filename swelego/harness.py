@@ -25,6 +25,7 @@ from pathlib import Path
 
 from swelego.errors import SwelegoError
 from swelego.sandbox.base import Sandbox
+from swelego.sandbox.gitsanitize import SAFE_GIT_SH
 from swelego.schema import TaskInstance, save_jsonl
 
 # Test logs are kept whole (up to this many bytes): a capped log keeps its head and tail, and a
@@ -162,17 +163,17 @@ def test_ids_files(tests: Iterable[str]) -> list[str]:
 def _restore_block(base_commit: str, specs: list[str]) -> str:
     """Shell that puts the test infrastructure back as the base commit has it.
 
-    Git runs with hooks, fsmonitor and replace objects off and with the repository's
-    configuration rewritten as `git init` writes it: a patch applied by the `patch`
-    fallback could otherwise reach `.git/` and have git run its code. A temporary index
+    Git runs through the sanitizer's safe wrapper (`g`: hooks, fsmonitor and replace objects
+    off, no inherited GIT_* redirection) and with the repository's configuration rewritten
+    as `git init` writes it: a patch applied by the `patch` fallback could otherwise reach
+    `.git/` and have git run its code. A temporary index
     of the base tree lists what the base has (restored with checkout-index) and, through
     `ls-files --others`, what it does not have (removed, ignored files included)."""
     quoted = " ".join(shlex.quote(s) for s in specs)
     b = shlex.quote(base_commit)
     patches = " ".join(PATCH_FILES)
-    return f"""\
-export GIT_NO_REPLACE_OBJECTS=1 GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_TERMINAL_PROMPT=0
-SWELEGO_GIT=(git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.autocrlf=false)
+    return SAFE_GIT_SH.strip("\n") + f"""
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 SWELEGO_INFRA=({quoted})
 swelego_restore() {{
   # A patch that names a path in .git or outside the tree is no fix (the `patch` fallback of
@@ -185,10 +186,10 @@ swelego_restore() {{
   printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfilemode = true\\n\\tbare = false\\n\\tlogallrefupdates = true\\n' > .git/config || return 1
   local idx; idx=$(mktemp) || return 1
   rm -f "$idx"
-  GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" read-tree {b} || return 1
-  GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" ls-files -z --others -- "${{SWELEGO_INFRA[@]}}" | xargs -0 -r rm -rf -- || return 1
-  GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" ls-files -z -- "${{SWELEGO_INFRA[@]}}" \\
-    | GIT_INDEX_FILE="$idx" "${{SWELEGO_GIT[@]}}" checkout-index -f -z --stdin || return 1
+  GIT_INDEX_FILE="$idx" g read-tree {b} || return 1
+  GIT_INDEX_FILE="$idx" g ls-files -z --others -- "${{SWELEGO_INFRA[@]}}" | xargs -0 -r rm -rf -- || return 1
+  GIT_INDEX_FILE="$idx" g ls-files -z -- "${{SWELEGO_INFRA[@]}}" \\
+    | GIT_INDEX_FILE="$idx" g -c core.autocrlf=false checkout-index -f -z --stdin || return 1
   rm -f "$idx"
 }}"""
 
