@@ -91,9 +91,10 @@ def synthesize(sources: list[str], out: Path, *, max_candidates: int, workers: i
                test_timeout: float) -> list[TaskInstance]:
     """The project's own pipeline, one repository after another; resumes in `out`."""
     from data_gen.synth.pipeline import SynthConfig, collect_rows, synthesize_repo
+    from data_gen.validate import ValidateConfig
 
     cfg = SynthConfig(out=str(out.resolve()), max_candidates=max_candidates, workers=workers, namespace=namespace,
-                      test_timeout=test_timeout)
+                      validate=ValidateConfig(test_timeout=test_timeout))
     for source in sources:
         t0 = time.perf_counter()
 

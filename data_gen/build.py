@@ -486,9 +486,12 @@ def run_synth(ctx: Context) -> StageResult:
     out = ctx.out / "tasks" / "synthetic"
     out.mkdir(parents=True, exist_ok=True)
     sources = list(dict.fromkeys(sc.sources)) if sc.enabled else []
+    from data_gen.validate import ValidateConfig
+
     scfg = SynthConfig(out=str(out), strategies=tuple(sc.strategies), max_candidates=sc.max_candidates,
-                       workers=sc.workers, seed=sc.seed, test_selection=sc.test_selection,
-                       test_timeout=sc.test_timeout, baseline_runs=sc.baseline_runs, namespace=c.namespace,
+                       workers=sc.workers, seed=sc.seed, namespace=c.namespace,
+                       validate=ValidateConfig(test_selection=sc.test_selection, test_timeout=sc.test_timeout,
+                                               baseline_runs=sc.baseline_runs),
                        base=c.base, llm_base_url=c.llm.base_url, llm_model=c.llm.model,
                        llm_key_env=c.llm.api_key_env, executor=c.executor, ray_address=c.ray_address,
                        modifiers=tuple(sc.modifiers))

@@ -36,13 +36,19 @@ def data():
 @click.option("--test-selection/--no-test-selection", default=True, show_default=True,
               help="Run only the tests covering a candidate's function before the full suite.")
 @click.option("--test-timeout", default=600.0, show_default=True, help="Seconds for one test run.")
+@click.option("--p2p", type=click.Choice(["infer", "full"]), default="infer", show_default=True,
+              help="PASS_TO_PASS of a candidate whose change lies in function bodies: inferred from the coverage "
+                   "map (audited by full runs of a sample), or from a full-suite run of every candidate.")
+@click.option("--audit-fraction", default=0.1, show_default=True, type=click.FloatRange(0.1, 1.0),
+              help="Share of inferred valid candidates per repository that also get the full-suite run.")
 @click.option("--base", default="bookworm", show_default=True, help="Base image for environment builds.")
 @click.option("--namespace", default="swelego", show_default=True, help="Image name prefix.")
 @click.option("--llm-base-url", default=None, help="OpenAI-compatible endpoint for LLM strategies and issue text.")
 @click.option("--llm-model", default=None, help="Model name at that endpoint.")
 @click.option("--llm-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the API key.")
 def synth(sources, out_dir, strategies, max_candidates, workers, executor, ray_address, seed, modifiers,
-          test_selection, test_timeout, base, namespace, llm_base_url, llm_model, llm_key_env):
+          test_selection, test_timeout, p2p, audit_fraction, base, namespace, llm_base_url, llm_model,
+          llm_key_env):
     """Generate synthetic tasks from SOURCE repositories and validate them.
 
     SOURCE is `pypi:NAME==VERSION`, a git URL[@commit] or a local path[@rev]. Writes
@@ -50,6 +56,7 @@ def synth(sources, out_dir, strategies, max_candidates, workers, executor, ray_a
     per candidate) and OUT/funnel.json. Rerunning the same command resumes.
     """
     from data_gen.synth.pipeline import STRATEGIES, SynthConfig, collect_rows, report_dict, synthesize_repo
+    from data_gen.validate import ValidateConfig
     from swelego.errors import SwelegoError
     from swelego.executor import run_tasks
     from swelego.schema import save_dataset
@@ -61,7 +68,9 @@ def synth(sources, out_dir, strategies, max_candidates, workers, executor, ray_a
                                  param_hint="--strategies")
     out_path = Path(out_dir).resolve()
     cfg = SynthConfig(out=str(out_path), strategies=chosen, max_candidates=max_candidates, workers=workers,
-                      seed=seed, test_selection=test_selection, test_timeout=test_timeout, namespace=namespace,
+                      seed=seed, namespace=namespace,
+                      validate=ValidateConfig(test_selection=test_selection, test_timeout=test_timeout, p2p=p2p,
+                                              audit_fraction=audit_fraction),
                       base=base, llm_base_url=llm_base_url, llm_model=llm_model, llm_key_env=llm_key_env,
                       executor=executor, ray_address=ray_address,
                       modifiers=tuple(m.strip() for m in modifiers.split(",") if m.strip()))

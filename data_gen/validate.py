@@ -9,12 +9,57 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
+from swelego.config import ConfigError, doc_field
 from swelego.errors import SwelegoError
 from swelego.harness import PASSED_STATES, TestRun, apply_patch, run_tests
 from swelego.sandbox import DockerSandbox
 
 COV_JSON = "/tmp/swelego-cov.json"
 ARGS_FILE = "/tmp/swelego-tests.txt"
+P2P_MODES = ("infer", "full")
+
+
+@dataclass
+class ValidateConfig:
+    """How candidate bugs are validated: which tests run, how PASS_TO_PASS is obtained, how the
+    inference is audited and how fast a hang is cut off."""
+
+    test_selection: bool = doc_field(
+        "Run only the tests covering a candidate's change first (coverage map of the clean suite); "
+        "off: every candidate runs the full suite (and p2p is `full`).", default=True)
+    p2p: str = doc_field(
+        "`infer`: a candidate whose changed lines all lie in function bodies gets FAIL_TO_PASS from its "
+        "covering tests and PASS_TO_PASS = the stable passing tests minus FAIL_TO_PASS, without a full-suite "
+        "run; `full`: every candidate that breaks a test gets a full-suite run.", default="infer")
+    audit_fraction: float = doc_field(
+        "Share of inferred valid candidates (per repository, at least 0.1) that also get the full-suite "
+        "run; a disagreement turns inference off for that repository.", default=0.1)
+    audit_min: int = doc_field("The first N inferred valid candidates of each repository are always audited.",
+                               default=3)
+    per_test_factor: float = doc_field(
+        "Per-test time budget inside a run: this multiple of the slowest selected test's clean duration ...",
+        default=10.0)
+    per_test_constant: float = doc_field("... plus these seconds (pytest-timeout; the sandbox timeout backs it).",
+                                         default=5.0)
+    test_timeout: float = doc_field("Seconds for one test-suite run at most; a hanging candidate is a `timeout`.",
+                                    default=600.0)
+    baseline_runs: int = doc_field("Clean-suite runs; a test whose status changes between them is flaky.",
+                                   default=3)
+
+    def __post_init__(self) -> None:
+        if self.p2p not in P2P_MODES:
+            raise ConfigError(f"validate.p2p must be one of {', '.join(P2P_MODES)}, not {self.p2p!r}")
+        if not 0.1 <= self.audit_fraction <= 1:
+            raise ConfigError(f"validate.audit_fraction must be between 0.1 and 1, not {self.audit_fraction}")
+        if self.audit_min < 0 or self.per_test_factor <= 0 or self.per_test_constant < 0 or self.test_timeout <= 0:
+            raise ConfigError("validate: audit_min, per_test_constant must be >= 0; per_test_factor, "
+                              "test_timeout > 0")
+        if self.baseline_runs < 1:
+            raise ConfigError(f"validate.baseline_runs must be at least 1, not {self.baseline_runs}")
+
+    @property
+    def inference(self) -> bool:
+        return self.test_selection and self.p2p == "infer"
 
 
 @dataclass

@@ -28,7 +28,14 @@ from data_gen.synth.candidates import (
     llm_candidates,
     procedural_candidates,
 )
-from data_gen.validate import Baseline, CoverageMap, coverage_map, stable_baseline, validate_patch
+from data_gen.validate import (
+    Baseline,
+    CoverageMap,
+    ValidateConfig,
+    coverage_map,
+    stable_baseline,
+    validate_patch,
+)
 from swelego.errors import SwelegoError
 from swelego.harness import apply_patch, make_eval_script
 from swelego.llm import client_from_options
@@ -53,10 +60,8 @@ class SynthConfig:
     max_candidates: candidates per repository and strategy.
     workers: warm sandboxes per repository validating in parallel.
     seed: makes candidate generation reproducible.
-    test_selection: run only the tests that cover a candidate's function first (coverage
-        map of the clean suite); False runs the full suite for every candidate.
-    test_timeout: seconds for one test run; a candidate that hangs is recorded as `timeout`.
-    baseline_runs: clean-suite runs; a test that changes status between them is flaky.
+    validate: how candidates are validated (data_gen.validate.ValidateConfig: test selection,
+        PASS_TO_PASS inference and its audit, per-test budgets, test_timeout, baseline_runs).
     namespace / base: image name prefix and base image of environment builds.
     llm_base_url / llm_model / llm_key_env: OpenAI-compatible endpoint for the LLM
         strategies and problem statements; without it they are skipped / templated.
@@ -68,9 +73,7 @@ class SynthConfig:
     max_candidates: int = 30
     workers: int = 1
     seed: int = 0
-    test_selection: bool = True
-    test_timeout: float = 600.0
-    baseline_runs: int = 3
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     namespace: str = "swelego"
     base: str = "bookworm"
     llm_base_url: str | None = None
@@ -119,7 +122,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
     report.repo, report.image = env.repo, env.image
     # One store per repository version: two versions of one package never share a file.
     store = ResultStore(out / "candidates" / f"{_slug(env.repo)}-{_slug(env.version)}.jsonl")
-    limits = SandboxLimits(exec_timeout=cfg.test_timeout)
+    limits = SandboxLimits(exec_timeout=cfg.validate.test_timeout)
     llm = cfg.llm()
     wanted = set(cfg.strategies)
     if llm is None and wanted & {"llm_rewrite", "llm_modify"}:
@@ -138,9 +141,10 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
             baseline = Baseline.from_json(cached["baseline"])
             cov = CoverageMap.from_json(cached["coverage"]) if cached.get("coverage") is not None else None
         else:
-            baseline = stable_baseline(first, env.test_cmd, log_parser=env.log_parser, runs=cfg.baseline_runs,
-                                       timeout=cfg.test_timeout)
-            cov = coverage_map(first, env.test_cmd, timeout=cfg.test_timeout) if cfg.test_selection else None
+            baseline = stable_baseline(first, env.test_cmd, log_parser=env.log_parser, runs=cfg.validate.baseline_runs,
+                                       timeout=cfg.validate.test_timeout)
+            cov = (coverage_map(first, env.test_cmd, timeout=cfg.validate.test_timeout)
+                   if cfg.validate.test_selection else None)
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps({"baseline": baseline.to_json(),
                                          "coverage": cov.to_json() if cov is not None else None}))
@@ -235,7 +239,7 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
             covering |= cov.tests_for(path, start, end)
     try:
         outcome = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
-                                 covering=covering, timeout=cfg.test_timeout)
+                                 covering=covering, timeout=cfg.validate.test_timeout)
     except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the batch
         sb.reset("fresh")
         return {"candidate": c.to_json(), "status": "error", "error": str(e)[:500]}
