@@ -33,9 +33,17 @@ def _json(path: Path, default: Any) -> Any:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    from data_gen.build import _read_jsonl
-
-    return _read_jsonl(path)
+    """The records of a JSONL file of the build ([] when missing; a torn line skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
 
 
 def _outcome(rec: dict) -> str:
@@ -74,13 +82,13 @@ def _bucket_of(turns: int, buckets: list[Bucket]) -> str | None:
 
 def card_data(out: Path, cfg, states: dict) -> dict:
     """Everything the card shows, from the files of the build in `out`."""
-    from data_gen.build import wanted_trajectories
-    from swelego.agent.rollout import policy_label
+    from swelego.agent.rollout import current_trajectories, policy_label
 
     rows = _jsonl(out / "tasks" / "tasks.jsonl")
     synth = _json(out / "tasks" / "synthetic" / "funnel.json", {})
     real = _json(out / "tasks" / "real" / "summary.json", {})
-    trajs = wanted_trajectories(out, cfg.teacher.samples)
+    trajs = current_trajectories(_jsonl(out / "trajectories" / "trajectories.jsonl"),
+                                 {r["instance_id"] for r in rows}, cfg.teacher.samples)
     kept = _jsonl(out / "trajectories" / "kept" / "kept.jsonl")
     filt = _json(out / "trajectories" / "kept" / "report.json", {})
     export = _json(out / "sft" / "export.json", {})

@@ -137,6 +137,18 @@ def trajectory_key(record: dict) -> str:
     return sample_key(record["instance_id"], int((record.get("sampling") or {}).get("sample", 0)))
 
 
+def current_trajectories(records: list[dict], instance_ids: set[str], samples: int) -> list[dict]:
+    """The latest record per (instance, sample) of `records` whose task is in `instance_ids` and
+    whose sample < `samples`, in file order: a rollout store may still hold samples of tasks, or
+    sample counts, that a config change removed."""
+    latest: dict[str, dict] = {}
+    for rec in records:
+        sample = int((rec.get("sampling") or {}).get("sample", 0))
+        if rec.get("instance_id") in instance_ids and sample < samples:
+            latest[trajectory_key(rec)] = rec
+    return list(latest.values())
+
+
 def trajectory_store(out: str | Path, name: str = "trajectories.jsonl") -> ResultStore:
     return ResultStore(Path(out) / name, key_of=trajectory_key)
 

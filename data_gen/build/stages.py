@@ -1,0 +1,491 @@
+"""The data stages of `swelego data build`, each a thin call into its own room's public API.
+
+    synth    synthetic tasks (data_gen.synth.pipeline)        -> tasks/synthetic/
+    real     real tasks mined from git / GitHub, validated    -> tasks/real/
+    tasks    merge, de-duplicate, decontaminate               -> tasks/ (HF dataset + tasks.jsonl)
+    rollout  teacher (or oracle) episodes (swelego.agent.rollout)  -> trajectories/trajectories.jsonl
+    filter   keep resolved / semi-resolved (data_gen.filter)  -> trajectories/kept/
+    export   our format + LLaMA-Factory sharegpt (formats)    -> sft/
+    card     the Hugging Face dataset card (data_gen.card)    -> README.md, card.json, plots/
+
+`STAGES` lists them for the engine (data_gen.build.engine); `run_build` runs them with the
+rich display.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from data_gen.build.config import BuildConfig, check_config
+from data_gen.build.display import BuildProgress
+from data_gen.build.engine import BuildReport, Context, Stage, StageResult, first_line, run_stages
+from swelego.config import config_to_dict
+
+
+def _seconds_between(start: str, end: str) -> float:
+    try:
+        return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _write_json(path: Path, data: Any, indent: int | None = 2) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _write_jsonl(path: Path, records) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed writer
+    return out
+
+
+def wanted_trajectories(out: Path, samples: int) -> list[dict]:
+    """The rollouts of the current tasks (sample < samples), one per (instance, sample), in file order.
+
+    The rollout store may still hold samples of tasks a config change removed."""
+    from swelego.agent.rollout import current_trajectories
+
+    ids = {r["instance_id"] for r in _read_jsonl(out / "tasks" / "tasks.jsonl")}
+    return current_trajectories(_read_jsonl(out / "trajectories" / "trajectories.jsonl"), ids, samples)
+
+
+# -- stage: synthetic tasks ----------------------------------------------------------------------------
+
+
+def synth_source(source: str, cfg, progress=None) -> dict:
+    """One repository: its environment image first (so a failed build is told apart from the
+    rest), then `synthesize_repo`. Never raises: failures come back in the record."""
+    from data_gen.synth.pipeline import ENV_EXTRA_DEPS, synthesize_repo
+    from swelego.sandbox.images import build_env_image
+
+    t0 = time.monotonic()
+    try:
+        env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=ENV_EXTRA_DEPS,
+                              log=lambda m: None)
+    except Exception as e:  # noqa: BLE001 - reported per source
+        return {"source": source, "env": {"source": source, "ok": False, "error": first_line(e),
+                                          "seconds": round(time.monotonic() - t0, 2)}}
+    rec: dict[str, Any] = {"source": source, "env": {
+        "source": source, "ok": True, "repo": env.repo, "version": env.version, "image": env.image,
+        "python": env.python, "built": env.built, "seconds": round(env.build_seconds, 2)}}
+    try:
+        rec["report"] = synthesize_repo(source, cfg, progress)
+    except Exception as e:  # noqa: BLE001
+        rec["error"] = first_line(e)
+    return rec
+
+
+def run_synth(ctx: Context) -> StageResult:
+    from data_gen.synth.pipeline import SynthConfig, report_dict
+    from swelego.executor import run_tasks
+    from swelego.schema import TaskInstance, save_jsonl
+
+    sc, c = ctx.cfg.synthetic, ctx.cfg
+    out = ctx.out / "tasks" / "synthetic"
+    out.mkdir(parents=True, exist_ok=True)
+    sources = list(dict.fromkeys(sc.sources)) if sc.enabled else []
+    from data_gen.validate import ValidateConfig
+
+    scfg = SynthConfig(out=str(out), strategies=tuple(sc.strategies), max_candidates=sc.max_candidates,
+                       workers=sc.workers, seed=sc.seed, namespace=c.namespace,
+                       validate=ValidateConfig(test_selection=sc.test_selection, test_timeout=sc.test_timeout,
+                                               baseline_runs=sc.baseline_runs),
+                       base=c.base, llm_base_url=c.llm.base_url, llm_model=c.llm.model,
+                       llm_key_env=c.llm.api_key_env, executor=c.executor, ray_address=c.ray_address,
+                       modifiers=tuple(sc.modifiers))
+    if scfg.llm() is None and {"llm_rewrite", "llm_modify"} & set(sc.strategies):
+        ctx.log("notice: llm_rewrite / llm_modify are skipped: no llm.base_url and llm.model configured")
+    counts: dict[str, tuple[int, int]] = {}
+    ctx.bar.update(total=len(sources) or 0, status=f"{len(sources)} repositories")
+
+    def on_progress(repo: str, done: int, total: int) -> None:
+        counts[repo] = (done, total)
+        ctx.bar.update(completed=sum(d for d, _ in counts.values()), total=sum(t for _, t in counts.values()),
+                       status=f"validating candidates ({len(counts)}/{len(sources)} repositories)")
+
+    envs, reports, errors = [], [], {}
+    work = partial(synth_source, cfg=scfg, progress=on_progress if ctx.executor == "local" else None)
+    for done, (source, res) in enumerate(run_tasks(work, sources, executor=ctx.executor,
+                                                   ray_address=c.ray_address), 1):
+        if ctx.executor != "local":  # Ray workers cannot report candidates: count repositories
+            ctx.bar.update(completed=done, total=len(sources), status="repositories (ray)")
+        if isinstance(res, BaseException):
+            res = {"source": source, "env": {"source": source, "ok": None}, "error": first_line(res)}
+        envs.append(res["env"])
+        if not res["env"].get("ok"):
+            errors[source] = "environment build failed: " + res["env"].get("error", "")
+        elif "error" in res:
+            errors[source] = res["error"]
+        if "report" in res:
+            reports.append(res["report"])
+            for n in res["report"].notices:
+                ctx.log(f"notice: {source}: {n}")
+        if source in errors:
+            ctx.log(f"✗ synth {source}: {errors[source]}")
+    # The rows of this config's candidates only: the store may hold candidates of earlier configs.
+    rows = sorted((TaskInstance.from_row(r["row"]) for rep in reports for r in rep.records
+                   if r.get("status") == "kept" and "row" in r), key=lambda t: t.instance_id)
+    save_jsonl(rows, out / "tasks.jsonl")
+    summary = report_dict(reports, errors)
+    summary["kept_rows"] = len(rows)
+    summary["envs"] = envs
+    # Sandbox time from the records: the clean-suite runs (median x runs, + the coverage run), every
+    # candidate's validation, and image builds made now.
+    suite_runs = sc.baseline_runs + int(sc.test_selection)
+    summary["container_seconds"] = round(sum(
+        float(rep.baseline.get("seconds", 0)) * suite_runs + sum(float(r.get("seconds", 0)) for r in rep.records)
+        for rep in reports) + sum(float(e.get("seconds", 0)) for e in envs if e.get("built")), 2)
+    _write_json(out / "funnel.json", summary)
+    total = summary["funnel"]["all"].get("all", {})
+    return StageResult(outputs=["tasks/synthetic/tasks.jsonl", "tasks/synthetic/funnel.json"],
+                       summary={"repositories": len(sources), "errors": errors, "rows": len(rows),
+                                "candidates": total.get("candidates", 0), "valid": total.get("valid", 0)},
+                       container_seconds=summary["container_seconds"], failed=len(errors))
+
+
+# -- stage: real tasks -----------------------------------------------------------------------------------
+
+
+def run_real(ctx: Context) -> StageResult:
+    import os
+
+    from data_gen.real.filters import load_candidates
+    from data_gen.real.mine_git import mine_git
+    from data_gen.real.mine_prs import mine_prs
+    from data_gen.real.validate import validate
+    from swelego.schema import load_jsonl, save_jsonl
+
+    rc, dc, c = ctx.cfg.real, ctx.cfg.decontamination, ctx.cfg
+    out = ctx.out / "tasks" / "real"
+    out.mkdir(parents=True, exist_ok=True)
+    git_sources = list(dict.fromkeys(rc.git)) if rc.enabled else []
+    github = list(dict.fromkeys(rc.github)) if rc.enabled else []
+    issues = rc.issues
+    if rc.enabled and rc.example_repo:
+        from data_gen.real.demo import make_demo_repo, write_issues
+
+        example = out / "example-repo" / "minicalc"
+        if not (example / ".git").is_dir():
+            shutil.rmtree(example, ignore_errors=True)
+            make_demo_repo(example)
+        git_sources.append(str(example))
+        issues = issues or str(write_issues(out / "example-repo" / "issues"))
+    summary: dict[str, Any] = {"mined": {}, "validated": {}, "funnel": {"candidates": 0, "valid": 0, "kept": 0},
+                               "envs": {}, "container_seconds": 0.0}
+    if not (git_sources or github):
+        save_jsonl([], out / "tasks.jsonl")
+        _write_json(out / "summary.json", summary)
+        ctx.bar.update(total=0, status="no git or github sources")
+        return StageResult(outputs=["tasks/real/tasks.jsonl", "tasks/real/summary.json"],
+                           summary={"rows": 0, "candidates": 0, "valid": 0})
+    decon = {"allow_contaminated": dc.allow_contaminated, "swebench_datasets": tuple(dc.swebench_datasets)}
+    mined: dict[str, tuple[int, int]] = {}
+
+    def on_mined(repo: str, done: int, total: int | None = None) -> None:
+        mined[repo] = (done, total if total is not None else done)
+        ctx.bar.update(completed=sum(d for d, _ in mined.values()), total=sum(t for _, t in mined.values()),
+                       status=f"mining {len(mined)}/{len(git_sources) + len(github)} repositories")
+
+    candidates = []
+    failed = 0
+    if git_sources:
+        s = mine_git(git_sources, out / "mined-git", log=ctx.log, progress=on_mined, rev_range=rc.rev_range,
+                     max_commits=rc.max_commits, issues=issues, merges=rc.merges,
+                     filters=rc.filters, **decon)
+        summary["mined"]["git"] = s
+        failed += len(s.get("errors", {}))
+        candidates += load_candidates(out / "mined-git")
+    if github:
+        s = mine_prs(github, out / "mined-prs", log=ctx.log, progress=on_mined, api_url=rc.api_url,
+                     token=os.environ.get(rc.token_env) or None, since=rc.since, max_prs=rc.max_prs,
+                     filters=rc.filters, **decon)
+        summary["mined"]["github"] = s
+        failed += len(s.get("errors", {}))
+        candidates += load_candidates(out / "mined-prs")
+    ids = {cand.instance_id for cand in candidates}
+    ctx.bar.update(completed=0, total=len(candidates), status=f"validating {len(candidates)} candidates")
+    v = validate(candidates, out / "validated", progress=lambda _iid, n=1: ctx.bar.update(advance=n), log=ctx.log,
+                 namespace=c.namespace, llm_base_url=c.llm.base_url, llm_model=c.llm.model,
+                 llm_key_env=c.llm.api_key_env, executor=c.executor, ray_address=c.ray_address,
+                 **decon, **rc.validate)
+    failed += len(v.get("errors", {}))
+    # The rows of the current candidates only: the validation store may hold earlier ones.
+    rows = [t for t in load_jsonl(out / "validated" / "tasks.jsonl") if t.instance_id in ids]
+    save_jsonl(rows, out / "tasks.jsonl")
+    summary["validated"] = v
+    summary["funnel"] = {"candidates": len(candidates), "valid": int(v.get("funnel", {}).get("fail_to_pass", 0)),
+                         "kept": len(rows)}
+    summary["envs"] = v.get("envs", {})
+    # Validation runs in sandboxes for most of each repository's time: its wall time is the sandbox time.
+    summary["container_seconds"] = round(sum(float(r.get("seconds", 0)) for r in v.get("repos", [])), 2)
+    _write_json(out / "summary.json", summary)
+    return StageResult(outputs=["tasks/real/tasks.jsonl", "tasks/real/summary.json"],
+                       summary={"rows": len(rows), **summary["funnel"]},
+                       container_seconds=summary["container_seconds"], failed=failed)
+
+
+# -- stage: merged task dataset ----------------------------------------------------------------------
+
+
+def run_tasks_stage(ctx: Context) -> StageResult:
+    from data_gen.real.decontam import Decontaminator
+    from swelego.schema import load_jsonl, save_dataset
+
+    rows, dropped = [], []
+    seen: set[str] = set()
+    dc = ctx.cfg.decontamination
+    decon = Decontaminator([Path(p) for p in dc.swebench_datasets], allow=dc.allow_contaminated)
+    for part in ("synthetic", "real"):
+        for t in load_jsonl(ctx.out / "tasks" / part / "tasks.jsonl"):
+            if t.instance_id in seen:
+                dropped.append({"instance_id": t.instance_id, "source": part, "reason": "duplicate instance_id"})
+                continue
+            why = decon.repo_reason(t.repo) or decon.patch_reason(t.patch, t.test_patch)
+            if why:
+                dropped.append({"instance_id": t.instance_id, "source": part, "reason": f"contaminated: {why}"})
+                continue
+            seen.add(t.instance_id)
+            rows.append(t)
+    for d in dropped:
+        ctx.log(f"tasks: dropped {d['instance_id']}: {d['reason']}")
+    import datasets
+
+    datasets.disable_progress_bars()
+    save_dataset(rows, ctx.out / "tasks")
+    report = {"rows": len(rows), "dropped": dropped,
+              "by_source": {s: sum(t.source == s for t in rows) for s in sorted({t.source for t in rows})}}
+    _write_json(ctx.out / "tasks" / "report.json", report)
+    ctx.bar.update(completed=len(rows), total=len(rows), status=f"{len(rows)} tasks, {len(dropped)} dropped")
+    if not rows:
+        ctx.log("warning: no tasks were produced; later stages have nothing to work on (see logs/build.log)")
+    return StageResult(outputs=["tasks/tasks.jsonl"], artifacts=["tasks/dataset", "tasks/report.json"],
+                       summary={"rows": len(rows), "dropped": len(dropped)})
+
+
+# -- stage: rollouts -------------------------------------------------------------------------------------
+
+
+def rollout_config(cfg: BuildConfig, out: Path):
+    from swelego.agent.rollout import RolloutConfig
+
+    t = cfg.teacher
+    return RolloutConfig(out=str(out / "trajectories"), policy=t.policy, samples=t.samples, workers=t.workers,
+                         executor=cfg.executor, ray_address=cfg.ray_address, max_turns=t.max_turns,
+                         max_context_tokens=t.max_context_tokens, command_timeout=t.command_timeout,
+                         max_observation=t.max_observation, memory=t.memory, cpus=t.cpus, grade=True,
+                         noise=t.noise, seed=t.seed, base_url=t.base_url, model=t.model,
+                         api_key_env=t.api_key_env, temperature=t.temperature, top_p=t.top_p,
+                         max_tokens=t.max_tokens, tool_format=t.tool_format)
+
+
+def run_rollout(ctx: Context) -> StageResult:
+    from swelego.agent.rollout import rollout
+    from swelego.schema import load_jsonl
+
+    tasks = load_jsonl(ctx.out / "tasks" / "tasks.jsonl")
+    rcfg = rollout_config(ctx.cfg, ctx.out)
+    ctx.bar.update(status=f"{len(tasks)} tasks x {rcfg.samples} samples ({rcfg.policy})")
+
+    def on_start(s) -> None:
+        ctx.bar.update(completed=0, total=s.planned - s.skipped)
+        if s.skipped:
+            ctx.log(f"rollout: resuming, {s.skipped}/{s.planned} samples already done")
+
+    def on_result(traj, error, s) -> None:
+        if error:
+            ctx.log(f"✗ rollout: {error}")
+        rate = f"resolved {s.resolved}/{s.ran}" if s.ran else ""
+        ctx.bar.update(advance=1, status=rate)
+
+    summary = rollout(tasks, rcfg, on_result=on_result, on_start=on_start)
+    # Keep trajectories.jsonl = the rollouts of the current tasks (a config change may have dropped some).
+    path = ctx.out / "trajectories" / "trajectories.jsonl"
+    kept = wanted_trajectories(ctx.out, rcfg.samples)
+    if len(_read_jsonl(path)) != len(kept):
+        _write_jsonl(path, kept)
+    container = sum(_seconds_between(r.get("started_at", ""), r.get("finished_at", "")) for r in kept)
+    return StageResult(outputs=["trajectories/trajectories.jsonl"], artifacts=["trajectories/summary.json"],
+                       summary={"trajectories": summary.trajectories, "ran": summary.ran, "failed": summary.failed,
+                                "resolved": summary.resolved, "semi_resolved": summary.semi_resolved,
+                                "errors": summary.errors},
+                       container_seconds=round(container, 2), failed=summary.failed)
+
+
+# -- stage: filtering ------------------------------------------------------------------------------------
+
+
+def run_filter(ctx: Context) -> StageResult:
+    from swelego.trajectories.filter import FilterConfig, filter_trajectories, write_filtered
+
+    f = ctx.cfg.filter
+    records = wanted_trajectories(ctx.out, ctx.cfg.teacher.samples)
+    fcfg = FilterConfig(keep=tuple(f.keep), max_turns=f.max_turns, max_tokens=f.max_tokens,
+                        drop_git_mining=f.drop_git_mining, drop_test_tampering=f.drop_test_tampering)
+    res = filter_trajectories(records, fcfg)
+    report = write_filtered(res, ctx.out / "trajectories" / "kept", fcfg)
+    ctx.bar.update(completed=len(records), total=len(records), status=f"kept {report['kept']}/{report['input']}")
+    splits = [f"trajectories/kept/{o}.jsonl" for o in fcfg.keep]
+    return StageResult(outputs=["trajectories/kept/kept.jsonl", "trajectories/kept/report.json", *splits],
+                       artifacts=["trajectories/kept/dropped.jsonl"],
+                       summary={"input": report["input"], "kept": report["kept"], "dropped": report["dropped"]})
+
+
+# -- stage: SFT exports ----------------------------------------------------------------------------------
+
+
+LLAMA_FACTORY_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                      "assistant_tag": "assistant", "system_tag": "system"}
+
+
+def run_export(ctx: Context) -> StageResult:
+    from swelego.trajectories.formats import to_openhands_messages, to_sharegpt
+    from swelego.trajectories.labels import LabelSummary, label_trajectory
+    from swelego.trajectories.record import Trajectory
+
+    e = ctx.cfg.export
+    sft = ctx.out / "sft"
+    sft.mkdir(parents=True, exist_ok=True)
+    kept_path = ctx.out / "trajectories" / "kept" / "kept.jsonl"
+    records = _read_jsonl(kept_path)
+    ctx.bar.update(completed=0, total=len(records) * len(e.formats), status=", ".join(e.formats))
+    outputs: list[str] = []
+    summary: dict[str, Any] = {"records": len(records), "failed": {}}
+    if "trajectories" in e.formats:
+        shutil.copyfile(kept_path, sft / "trajectories.jsonl")
+        outputs.append("sft/trajectories.jsonl")
+        ctx.bar.update(advance=len(records))
+    if "sharegpt" in e.formats:
+        labels = LabelSummary()
+        rows, failed = [], 0
+        for rec in records:
+            ctx.bar.update(advance=1)
+            try:
+                traj = Trajectory.from_dict(rec)
+                masked: set[int] = set()
+                if e.error_mask:
+                    turn_labels = label_trajectory(traj)
+                    labels.add(turn_labels)
+                    masked = {lab.message_index for lab in turn_labels if lab.error}
+                rows.append(to_sharegpt(traj, masked))
+            except (ValueError, TypeError, KeyError) as err:
+                failed += 1
+                ctx.log(f"✗ export sharegpt {rec.get('instance_id', '?')}: {first_line(err)}")
+        _write_json(sft / "sharegpt.json", rows, indent=None)
+        info = {e.dataset_name: {"file_name": "sharegpt.json", "formatting": "sharegpt",
+                                 "columns": {"messages": "messages"}, "tags": LLAMA_FACTORY_TAGS}}
+        _write_json(sft / "dataset_info.json", info)
+        _write_json(sft / "labels.json", labels.to_dict())
+        outputs += ["sft/sharegpt.json", "sft/dataset_info.json", "sft/labels.json"]
+        summary["sharegpt"] = len(rows)
+        summary["failed"]["sharegpt"] = failed
+        summary["labels"] = labels.to_dict()
+    if "openhands" in e.formats:
+        rows, failed = [], 0
+        for rec in records:
+            ctx.bar.update(advance=1)
+            try:
+                t = Trajectory.from_dict(rec)
+                rows.append({"instance_id": t.instance_id, "messages": to_openhands_messages(t), "tools": t.tools,
+                             "resolved": t.resolved, "semi_resolved": t.semi_resolved, "policy": t.policy,
+                             "model": t.model, "patch": t.patch})
+            except (ValueError, TypeError, KeyError) as err:
+                failed += 1
+                ctx.log(f"✗ export openhands {rec.get('instance_id', '?')}: {first_line(err)}")
+        _write_jsonl(sft / "openhands.jsonl", rows)
+        outputs.append("sft/openhands.jsonl")
+        summary["openhands"] = len(rows)
+        summary["failed"]["openhands"] = failed
+    _write_json(sft / "export.json", summary)
+    outputs.append("sft/export.json")
+    return StageResult(outputs=outputs, summary=summary)
+
+
+# -- stage: dataset card -------------------------------------------------------------------------------
+
+
+def run_card(ctx: Context) -> StageResult:
+    from data_gen.card import write_card
+
+    ctx.bar.update(total=1, status="README.md")
+    data = write_card(ctx.out, ctx.cfg, ctx.states)
+    ctx.bar.update(completed=1)
+    return StageResult(outputs=["README.md", "card.json"], artifacts=[f"plots/{p}" for p in data["plots"]],
+                       summary={"tasks": data["tasks"]["total"], "kept": data["funnel"]["kept"]})
+
+
+def _card_config(c: BuildConfig) -> dict:
+    # The card prints the whole config, so it depends on all of it (except where the output goes).
+    d = config_to_dict(c)
+    d.pop("out", None)
+    return d
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("synth", (), ("tasks/synthetic",),
+          lambda c: {"synthetic": {k: v for k, v in config_to_dict(c.synthetic).items() if k != "workers"},
+                     "llm": c.llm, "namespace": c.namespace, "base": c.base},
+          lambda c: {"namespace": c.namespace, "base": c.base, "llm": c.llm, "test_timeout": c.synthetic.test_timeout,
+                     "test_selection": c.synthetic.test_selection, "baseline_runs": c.synthetic.baseline_runs},
+          run_synth, "synthetic tasks from the repositories in synthetic.sources"),
+    Stage("real", (), ("tasks/real",),
+          lambda c: {"real": c.real, "decontamination": c.decontamination, "llm": c.llm,
+                     "namespace": c.namespace, "base": c.base},
+          lambda c: {"namespace": c.namespace, "base": c.base, "llm": c.llm, "filters": c.real.filters,
+                     "merges": c.real.merges, "validate": c.real.validate,
+                     "decontamination": c.decontamination},
+          run_real, "real tasks mined from real.git histories and real.github pull requests"),
+    Stage("tasks", ("synth", "real"), ("tasks/tasks.jsonl", "tasks/dataset", "tasks/report.json"),
+          lambda c: {"decontamination": c.decontamination}, None,
+          run_tasks_stage, "one task dataset: de-duplicated and decontaminated"),
+    Stage("rollout", ("tasks",), ("trajectories/trajectories.jsonl", "trajectories/errors.jsonl",
+                                  "trajectories/summary.json", "trajectories/rollout_config.json"),
+          lambda c: {k: v for k, v in config_to_dict(c.teacher).items() if k != "workers"},
+          lambda c: {k: v for k, v in config_to_dict(c.teacher).items() if k not in ("workers", "samples")},
+          run_rollout, "teacher episodes on every task"),
+    Stage("filter", ("tasks", "rollout"), ("trajectories/kept",),
+          lambda c: {"filter": c.filter, "samples": c.teacher.samples}, None,
+          run_filter, "kept trajectories and drop reasons"),
+    Stage("export", ("filter",), ("sft",), lambda c: {"export": c.export}, None,
+          run_export, "SFT files: our format and LLaMA-Factory sharegpt"),
+    Stage("card", ("synth", "real", "tasks", "rollout", "filter", "export"), ("README.md", "card.json", "plots"),
+          _card_config, None, run_card, "the dataset card"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def run_build(cfg: BuildConfig, *, only: list[str] | None = None, start: str | None = None, force: bool = False,
+              console: Console | None = None, progress: bool = True) -> BuildReport:
+    """Check `cfg`, then run (or skip) every selected stage in order (data_gen.build.engine's rule)."""
+    check_config(cfg)
+    display = BuildProgress(console or Console(stderr=True), STAGE_NAMES, enabled=progress)
+    return run_stages(cfg, STAGES, display=display, only=only, start=start, force=force)
