@@ -30,3 +30,14 @@ dirty=$(git status --porcelain)
 if [ -n "$dirty" ]; then
   echo "swelego: installing left the tree dirty:" >&2; echo "$dirty" >&2; exit 1
 fi
+# What the install built inside the tree (the .so files of an in-place/editable build of a C
+# extension, generated egg-info) is ignored by git, so `git clean -x` would delete it. Keep a
+# copy: a reset cleans everything untracked and then restores exactly these bytes.
+rm -f /opt/swelego/build-products.tar
+git ls-files -z --others --ignored --exclude-standard \
+  | grep -zvE '(^|/)(__pycache__|\.pytest_cache)/|\.py[co]$' > /tmp/build-products.lst || true
+if [ -s /tmp/build-products.lst ]; then
+  tar --null -T /tmp/build-products.lst -cf /opt/swelego/build-products.tar
+  echo "swelego: kept $(tr -cd '\0' < /tmp/build-products.lst | wc -c) build product(s) of the install for resets"
+fi
+rm -f /tmp/build-products.lst

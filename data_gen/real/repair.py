@@ -19,8 +19,8 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from data_gen.real.envinfer import PYTHONS, EnvSpec
 from swelego.errors import SwelegoError
+from swelego.sandbox.envspec import PYTHONS, EnvSpec
 
 CONTEXT_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "pytest.ini", "requirements.txt")
 

@@ -32,7 +32,6 @@ from functools import partial
 from pathlib import Path
 
 from data_gen.real.decontam import Decontaminator
-from data_gen.real.envinfer import EnvSpec, dependency_key, infer_env
 from data_gen.real.filters import Candidate, load_candidates
 from data_gen.real.mine_git import local_repository
 from data_gen.real.repair import EnvFailure, log_excerpt, repair_loop, repo_context
@@ -44,6 +43,7 @@ from swelego.llm import client_from_options
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.buildbox import BuildBox
 from swelego.sandbox.docker import commit_image
+from swelego.sandbox.envspec import EnvSpec, dependency_key, infer_env
 from swelego.sandbox.images import (
     EnvImage,
     build_env_image,
@@ -182,9 +182,8 @@ def try_environment(prepared: PreparedRepo, spec: EnvSpec, *, namespace: str, cl
     test suite once; EnvFailure when the build fails or the run shows a broken environment."""
     lines: list[str] = []
     try:
-        env = build_env_image(str(prepared.testbed), base=spec.base, namespace=namespace,
-                              extra_deps=spec.extra_deps, setup=spec.setup, test_cmd=spec.test_cmd,
-                              client=client, log=lines.append)
+        env = build_env_image(str(prepared.testbed), spec=spec, namespace=namespace, client=client,
+                              log=lines.append)
     except SwelegoError as e:
         text = str(e)
         raise EnvFailure("build", text.splitlines()[0][:400], log_excerpt("\n".join(lines) + "\n" + text)) from None
@@ -285,12 +284,12 @@ class _RepoValidator:
         digest = hashlib.sha256()
         for f in files:
             digest.update(f.encode() + b"\0" + (tb / f).read_bytes() + b"\0")
-        cache_key = f"{digest.hexdigest()}:{spec.python}:{sorted(spec.extra_deps)}"
+        cache_key = f"{digest.hexdigest()}:{spec.python}:{sorted(spec.extra_deps)}:{sorted(spec.extras)}"
         with self.lock:
             if cache_key not in self.requirements:
                 py, box = self._python(spec)
                 self.requirements[cache_key], _ = dependency_requirements(tb, py, spec.extra_deps, log=lambda m: None,
-                                                                          box=box)
+                                                                          box=box, extras=spec.extras)
         return dependency_key(spec, self.requirements[cache_key])
 
     def ensure_env(self, prepared: PreparedRepo, spec: EnvSpec) -> EnvImage:

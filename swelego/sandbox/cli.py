@@ -38,16 +38,20 @@ def env_base(spec):
 
 @env.command("build")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--base", default="bookworm", show_default=True,
-              help="bullseye|bookworm|trixie (offline Debian) or a registry image such as python:3.11-slim.")
+@click.option("--base", default=None,
+              help="bullseye|bookworm|trixie (offline Debian) or a registry image such as python:3.11-slim "
+                   "(default: the Debian base of the inferred Python version).")
 @click.option("--namespace", default="swelego", show_default=True, help="Image name prefix.")
 @click.option("--extra-dep", "extra_deps", multiple=True, help="Extra pip requirement to preinstall (repeatable).")
 @click.option("--setup", multiple=True, help="Shell command run in /testbed after the install (repeatable).")
-@click.option("--test-cmd", default=None, help="Test command (default: pytest -rfEsxXp -p no:cacheprovider --continue-on-collection-errors).")
+@click.option("--test-cmd", default=None, help="Test command (default: inferred, usually pytest -rfEsxXp -p no:cacheprovider --continue-on-collection-errors).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override part of the inferred environment (repeatable): python, base_image, extras, extra_deps, "
+                   "system_packages, setup, test_cmd, log_parser; lists comma-separated, KEY+=VALUE appends.")
 @click.option("--run-tests", is_flag=True, help="Run the test suite in a sandbox and report the parsed counts.")
 @click.option("--timeout", default=1800, show_default=True, help="Seconds allowed for the test run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per source on stdout.")
-def env_build(sources, base, namespace, extra_deps, setup, test_cmd, run_tests, timeout, as_json):
+def env_build(sources, base, namespace, extra_deps, setup, test_cmd, sets, run_tests, timeout, as_json):
     """Build the environment image of each SOURCE (reused when its spec is unchanged).
 
     SOURCE is `pypi:NAME==VERSION` (the sdist), a git URL[@commit], or a local path[@rev].
@@ -55,8 +59,14 @@ def env_build(sources, base, namespace, extra_deps, setup, test_cmd, run_tests, 
     """
     from swelego.harness import run_tests as run_suite
     from swelego.sandbox import DockerSandbox, docker_client
+    from swelego.sandbox.envspec import EnvOverrides
     from swelego.sandbox.images import build_env_image
 
+    try:
+        overrides = EnvOverrides.parse(sets)
+    except SwelegoError as e:
+        err.print(f"[red]✗[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
     client = docker_client()
     results, failures = [], 0
     for source in sources:
@@ -66,8 +76,13 @@ def env_build(sources, base, namespace, extra_deps, setup, test_cmd, run_tests, 
                     _s.update(f"[bold]{escape(_src)}[/]: {escape(msg)}")
 
                 info = build_env_image(source, base=base, namespace=namespace, extra_deps=extra_deps,
-                                       setup=setup, test_cmd=test_cmd, client=client, log=log)
+                                       setup=setup, test_cmd=test_cmd, overrides=overrides, client=client, log=log)
                 row = {"source": source, **info.to_json(), "ok": True}
+                if not as_json:
+                    err.print(f"[bold]{escape(source)}[/]: {escape(info.env_spec.summary())}", soft_wrap=True,
+                              highlight=False)
+                    for k, why in info.env_spec.evidence.items():
+                        err.print(f"    {escape(k)}: {escape(str(why))}", soft_wrap=True, highlight=False)
                 if run_tests:
                     status.update(f"[bold]{escape(source)}[/]: running tests ...")
                     with DockerSandbox(info.image, client=client) as sb:

@@ -29,6 +29,8 @@ from swelego.sandbox.base import ExecResult, ResetMode
 
 LABEL = "swelego.sandbox"
 OWNER_LABEL = "swelego.owner"
+# The install's build products inside /testbed, copied when the image was built; `reset` restores them.
+BUILD_PRODUCTS = "/opt/swelego/build-products.tar"
 # Every process a command starts inherits this variable, daemons included, so a timed-out
 # command's whole tree can be found in /proc and killed even if it left its process group.
 EXEC_MARKER = "SWELEGO_EXEC"
@@ -391,7 +393,14 @@ class DockerSandbox:
         if mode != "git":
             raise ValueError(f"unknown reset mode {mode!r}")
         base = self.base_commit
-        r = self.exec(f"git reset -q --hard {base} && git clean -qfdx", timeout=120)
+        # Everything untracked goes, ignored or not (an agent's or a candidate's leftovers,
+        # planted .py or .pth files, a tampered .so); then the install's own build products
+        # come back byte for byte from the copy the image took after installing (see
+        # docker/install-testbed.sh). Excluding them from the clean instead (`-e` patterns)
+        # would keep whatever sits at those paths, tampered or not.
+        r = self.exec(f"git reset -q --hard {base} && git clean -qfdx && "
+                      f"if [ -s {BUILD_PRODUCTS} ]; then tar -xf {BUILD_PRODUCTS} --no-same-owner -C {self.workdir}; fi",
+                      timeout=120)
         if not r.ok:
             raise SwelegoError(f"git reset failed in sandbox: {r.output.strip()[-300:]}")
 

@@ -36,26 +36,27 @@ from swelego.errors import ImageBuildError, SourceError, SwelegoError
 from swelego.sandbox import index
 from swelego.sandbox.buildbox import NO_MATCH, BuildBox, MissingRequirement
 from swelego.sandbox.docker import docker_client
+from swelego.sandbox.envspec import (  # noqa: F401 - BASE_DISTS and the defaults are imported from here too
+    BASE_DISTS,
+    DEFAULT_LOG_PARSER,
+    DEFAULT_TEST_CMD,
+    TEST_EXTRAS,
+    TEST_REQ_FILES,
+    EnvOverrides,
+    EnvSpec,
+    infer_env,
+    is_dev_tool,
+)
 from swelego.sandbox.sources import PreparedRepo, RepoSource, git, prepare_testbed
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
-ENV_FORMAT = 3  # bump when the image layout changes, so old images are not reused
-BASE_DISTS = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
+ENV_FORMAT = 4  # bump when the image layout changes, so old images are not reused
 BASE_NAMESPACE = "swelego/base"
-# -rfEsxXp lists every outcome's line for swebench's parser, like -rA, but without -rA's PASSES
-# section, whose rendering takes minutes on large suites (packaging 24.1: 27k tests, 16 s with
-# these flags, over 10 min with -rA). One test module that cannot be imported (an optional
-# dependency, say) must not stop the rest of the suite: pytest runs nothing after a collection
-# error unless told to continue.
-DEFAULT_TEST_CMD = "pytest -rfEsxXp -p no:cacheprovider --continue-on-collection-errors"
-DEFAULT_LOG_PARSER = "parse_log_pytest"
 # pytest-xdist lets the eval script run the tests in a worker process apart from the one that
 # reports them (swelego.harness.make_eval_script), so code under test cannot forge the report.
 GRADING_REQUIREMENTS = ("pytest", "pytest-xdist")
 ENV_LABEL = "swelego.env"
-TEST_EXTRAS = ("test", "tests", "testing")
-_REQ_FILE_GLOBS = ("requirements-test*.txt", "requirements_test*.txt", "test-requirements*.txt",
-                   "test_requirements*.txt", "requirements/test*.txt", "tests/requirements*.txt")
+_REQ_FILE_GLOBS = TEST_REQ_FILES
 
 
 def cache_dir() -> Path:
@@ -312,11 +313,13 @@ def _requirement_lines(text: str) -> list[str]:
 
 
 def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str, ...] = (),
-                            log=print, *, box: BuildBox | None = None, version: str = "") -> tuple[list[str], str]:
+                            log=print, *, box: BuildBox | None = None, version: str = "",
+                            extras: tuple[str, ...] = ()) -> tuple[list[str], str]:
     """Requirements to preinstall: runtime deps, test extras, test requirement files, the
-    build backend (for the editable install), pytest, and the user's extras. Metadata that
-    only the project's build code can compute is computed in `box`; without one, only
-    static metadata is read. Returns (requirements, project name)."""
+    build backend (for the editable install), pytest, and the user's extras. `extras` are
+    further install extras (a `dev` extra, say), whose development tools are left out.
+    Metadata that only the project's build code can compute is computed in `box`; without
+    one, only static metadata is read. Returns (requirements, project name)."""
     meta = project_metadata(testbed, py, box, version=version, log=log)
     if not meta and any((testbed / f).exists() for f in ("pyproject.toml", "setup.py", "setup.cfg")):
         log("warning: the project's metadata could not be read; its runtime dependencies are not "
@@ -328,6 +331,8 @@ def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str
         except InvalidRequirement:
             continue
         if _keep(r, py, ("",) + TEST_EXTRAS):
+            reqs.append(_strip_marker(r))
+        elif extras and _keep(r, py, tuple(extras)) and not is_dev_tool(raw):
             reqs.append(_strip_marker(r))
     build_reqs = ["setuptools>=64", "wheel"]
     data = _pyproject(testbed)
@@ -488,6 +493,13 @@ class EnvImage:
     built: bool = False  # False when an existing image was reused
     build_seconds: float = 0.0
     requirements: list[str] = field(default_factory=list)
+    system_image: str = ""  # the base plus its Debian packages, shared by environments that need the same set
+    spec: dict = field(default_factory=dict)  # the EnvSpec it was built from (inferred, then overridden)
+
+    @property
+    def env_spec(self) -> EnvSpec:
+        return EnvSpec.from_json(self.spec) if self.spec else EnvSpec(test_cmd=self.test_cmd,
+                                                                      log_parser=self.log_parser)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -512,53 +524,84 @@ def env_image_name(namespace: str, repo: str, spec_hash: str) -> str:
     return f"{namespace}/env.{_slug(repo)}:{spec_hash[:16]}"
 
 
+def resolve_spec(testbed: Path, spec: EnvSpec | None = None, *, base: str | None = None,
+                 extra_deps: tuple[str, ...] = (), setup: tuple[str, ...] = (), test_cmd: str | None = None,
+                 overrides: EnvOverrides | dict | None = None) -> EnvSpec:
+    """The spec an image of `testbed` is built from: `spec`, or the inferred one, with the
+    caller's additions (extra deps and setup appended, a test command or base replacing) and
+    then `overrides` applied."""
+    spec = spec or infer_env(testbed)
+    add = EnvOverrides(test_cmd=test_cmd, base_image=base or None)
+    if extra_deps:
+        add.append["extra_deps"] = list(extra_deps)
+    if setup:
+        add.append["setup"] = list(setup)
+    if add:
+        spec = add.apply(spec)
+    return EnvOverrides.from_mapping(overrides).apply(spec) if overrides else spec
+
+
 def build_env_image(
     source: str | RepoSource,
     *,
-    base: str = "bookworm",
+    base: str | None = None,
     namespace: str = "swelego",
     extra_deps: tuple[str, ...] = (),
     setup: tuple[str, ...] = (),
     test_cmd: str | None = None,
+    spec: EnvSpec | None = None,
+    overrides: EnvOverrides | dict | None = None,
     client: docker.DockerClient | None = None,
     log=print,
 ) -> EnvImage:
-    """Build (or reuse) the environment image of `source`."""
+    """Build (or reuse) the environment image of `source`.
+
+    The environment is `spec`, else inferred from the source's files (`envspec.infer_env`);
+    `base`, `extra_deps`, `setup` and `test_cmd` amend it, `overrides` has the last word. The
+    decision is stored in the image's label (EnvImage.spec)."""
     src = source if isinstance(source, RepoSource) else RepoSource.parse(source)
     client = client or docker_client()
-    base_name = ensure_base_image(base, client=client, log=log)
-    base_id = client.images.get(base_name).id
     cache = cache_dir()
     with tempfile.TemporaryDirectory(prefix="swelego-build-") as tmp:
         ctx = Path(tmp)
         repo: PreparedRepo = prepare_testbed(src, ctx / "testbed", cache)
+        spec = resolve_spec(repo.testbed, spec, base=base, extra_deps=tuple(extra_deps), setup=tuple(setup),
+                            test_cmd=test_cmd, overrides=overrides)
+        log(f"environment: {spec.summary()}")
+        base_name = ensure_base_image(spec.base, client=client, log=log)
+        base_id = client.images.get(base_name).id
         template = (DOCKER_DIR / "env.Dockerfile").read_text()
         installer = (DOCKER_DIR / "install-testbed.sh").read_text()
-        test_cmd = test_cmd or DEFAULT_TEST_CMD
-        spec = {"format": ENV_FORMAT, "base": base_id, "repo": repo.name, "version": repo.version,
-                "commit": repo.base_commit, "extra_deps": sorted(extra_deps), "setup": list(setup),
-                "test_cmd": test_cmd, "dockerfile": template, "installer": installer}
-        spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        key = spec.build_fields()
+        key.update(extra_deps=sorted(spec.extra_deps), system_packages=sorted(spec.system_packages))
+        key_hash = {"format": ENV_FORMAT, "base": base_id, "repo": repo.name, "version": repo.version,
+                    "commit": repo.base_commit, "spec": key, "dockerfile": template, "installer": installer}
+        spec_hash = hashlib.sha256(json.dumps(key_hash, sort_keys=True).encode()).hexdigest()
         name = env_image_name(namespace, repo.name, spec_hash)
         try:
             return EnvImage.from_image(client.images.get(name))
         except docker.errors.ImageNotFound:
             pass
         t0 = time.monotonic()
+        from swelego.sandbox.apt import ensure_system_image
+
+        system_name = ensure_system_image(base_name, list(spec.system_packages), client=client, log=log)
         py = probe_python(base_name, client)
-        box = BuildBox(base_name, client=client)
+        box = BuildBox(system_name, client=client)
         version = repo.version if src.kind == "pypi" else ""
         log(f"resolving dependencies of {repo.name} {repo.version} for Python {py.version} ...")
-        reqs, _ = dependency_requirements(repo.testbed, py, tuple(extra_deps), log=log, box=box, version=version)
+        reqs, _ = dependency_requirements(repo.testbed, py, tuple(spec.extra_deps), log=log, box=box,
+                                          version=version, extras=spec.extras)
         download_wheels(reqs, py, ctx / "wheels", box=box, log=log)
         (ctx / "wheels" / "requirements.txt").write_text("\n".join(reqs) + "\n")
-        (ctx / "Dockerfile").write_text(template.format(base=base_name))
+        (ctx / "Dockerfile").write_text(template.format(base=system_name))
         (ctx / "install-testbed.sh").write_text(installer)
-        (ctx / "setup.sh").write_text("# user setup commands\n" + "\n".join(setup) + "\n")
+        (ctx / "setup.sh").write_text("# user setup commands\n" + "\n".join(spec.setup) + "\n")
         (ctx / "version").write_text(version)
         info = EnvImage(image=name, repo=repo.name, version=repo.version, source=src.raw, base=base_name,
-                        python=py.version, base_commit=repo.base_commit, test_cmd=test_cmd,
-                        spec_hash=spec_hash, requirements=reqs)
+                        python=py.version, base_commit=repo.base_commit, test_cmd=spec.test_cmd,
+                        log_parser=spec.log_parser, spec_hash=spec_hash, requirements=reqs,
+                        system_image=system_name, spec=spec.to_json())
         label = {k: v for k, v in info.to_json().items() if k not in ("size_bytes", "built", "build_seconds")}
         log(f"building {name} ({len(list((ctx / 'wheels').glob('*.whl')))} wheels, no network) ...")
         _docker_build(client, ctx, name, {ENV_LABEL: json.dumps(label), "swelego.kind": "env"})
