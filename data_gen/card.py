@@ -47,13 +47,13 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _outcome(rec: dict) -> str:
-    from data_gen.filter import outcome
+    from swelego.trajectories.filter import outcome
 
     return outcome(rec)
 
 
 def _turns(rec: dict) -> int:
-    from data_gen.filter import assistant_turns
+    from swelego.trajectories.filter import assistant_turns
 
     return assistant_turns(rec)
 

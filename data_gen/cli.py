@@ -241,8 +241,8 @@ def filter_cmd(trajectories, out_dir, keep, max_turns, max_tokens, allow_git_min
     kept outcome (resolved.jsonl, semi_resolved.jsonl), OUT/dropped.jsonl (with the reason) and
     OUT/report.json.
     """
-    from data_gen.filter import OUTCOMES, FilterConfig, filter_trajectories, write_filtered
     from swelego.agent.rollout import load_trajectories
+    from swelego.trajectories.filter import OUTCOMES, FilterConfig, filter_trajectories, write_filtered
 
     chosen = tuple(k.strip() for k in keep.split(",") if k.strip())
     bad = [k for k in chosen if k not in OUTCOMES]

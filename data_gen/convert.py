@@ -1,6 +1,8 @@
 """`swelego data export` / `swelego data import`: our trajectories to and from the formats
-other tools train on (LLaMA-Factory sharegpt with per-turn masks, OpenHands text calls) and
-the trajectory datasets others released (SWE-Lego, SWE-Gym / OpenHands).
+other tools train on (LLaMA-Factory sharegpt with per-turn masks, OpenHands text calls, Harbor
+ATIF) and the trajectory datasets others released (SWE-Lego, SWE-Gym / OpenHands). Both are
+adapters: the conversions are `swelego.trajectories.export.export` and
+`swelego.trajectories.formats`.
 
 Reading is record by record: a record that does not convert is reported on one line and the
 rest go on. Output streams into a temporary file that is renamed into place at the end, so an
@@ -10,14 +12,12 @@ a few hundred to a thousand trajectories a second).
 
 from __future__ import annotations
 
-import json
-import os
+import contextlib
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 from rich.console import Console
@@ -25,11 +25,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from swelego.errors import SwelegoError
-from swelego.records import input_files, iter_records
+from swelego.records import input_files, iter_records, record_writer
 
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
-EXPORT_FORMATS = ("sharegpt", "openhands")
+EXPORT_FORMATS = ("sharegpt", "openhands", "atif")  # swelego.trajectories.export.EXPORT_FORMATS but the copy
 IMPORT_FORMATS = ("swe-lego", "openhands")
 
 
@@ -44,79 +44,37 @@ def _count(path: str | Path) -> int | None:
     return total
 
 
-class _Output:
-    """Records streamed to a temporary file next to the target and renamed into place by
-    `close` (stdout when no path is given). A `.json` target gets one JSON array, anything
-    else JSONL."""
-
-    def __init__(self, path: str | None):
-        self.path = Path(path) if path else None
-        self.as_array = self.path is not None and self.path.suffix == ".json"
-        self.count = 0
-        self.tmp: Path | None = None
-        if self.path is None:
-            self.fh: TextIO = sys.stdout
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self.tmp = Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would surprise whoever reads the dataset
-        self.fh = os.fdopen(fd, "w", encoding="utf-8")
-
-    def add(self, record: dict) -> None:
-        text = json.dumps(record, ensure_ascii=False)
-        if self.as_array:
-            self.fh.write(("[\n" if self.count == 0 else ",\n") + text)
-        else:
-            self.fh.write(text + "\n")
-        self.count += 1
-
-    def close(self) -> None:
-        if self.as_array:
-            self.fh.write("\n]\n" if self.count else "[]\n")
-        self.fh.flush()
-        if self.tmp is None:
-            return
-        self.fh.close()
-        assert self.path is not None
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        if self.tmp is not None:
-            self.fh.close()
-            self.tmp.unlink(missing_ok=True)
-
-
 def _convert_all(source: str, out: str | None, label: str, convert: Callable[[Any], dict]) -> Counter:
     counts: Counter = Counter()
-    sink = _Output(out)
-    try:
-        _convert_into(sink, source, label, convert, counts)
-    except BaseException:
-        sink.discard()
-        raise
-    sink.close()
-    return counts
-
-
-def _convert_into(sink: _Output, source: str, label: str, convert: Callable[[Any], dict],
-                  counts: Counter) -> None:
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
-        bar = progress.add_task(label, total=_count(source))
+    with record_writer(out) as add, _progress(label, source) as advance:
         for where, rec in iter_records(source):
-            progress.advance(bar)
+            advance(1)
             try:
                 if isinstance(rec, Exception):
                     raise rec
-                sink.add(convert(rec))
+                add(convert(rec))
                 counts["converted"] += 1
             except (ValueError, TypeError, KeyError, SwelegoError) as e:
                 counts["failed"] += 1
-                msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-                err.print(f"[red]✗[/] {escape(where)}: {escape(msg)}", highlight=False)
+                _log(f"✗ {where}: {_first_line(e)}")
+    return counts
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+
+
+def _log(line: str) -> None:
+    mark, _, rest = line.partition(" ")
+    err.print(f"[red]{mark}[/] {escape(rest)}" if mark == "✗" else escape(line), highlight=False)
+
+
+@contextlib.contextmanager
+def _progress(label: str, source: str) -> Iterator[Callable[[int], None]]:
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        bar = progress.add_task(label, total=_count(source))
+        yield lambda n: progress.advance(bar, n)
 
 
 def _summary(counts: Counter, out: str | None, extra: str = "") -> None:
@@ -130,15 +88,15 @@ def _summary(counts: Counter, out: str | None, extra: str = "") -> None:
 @click.argument("traj", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True,
               help="sharegpt: LLaMA-Factory records with per-turn `turn_mask` (SWE-Lego's training format); "
-                   "openhands: OpenHands text-call transcripts.")
+                   "openhands: OpenHands text-call transcripts; atif: Harbor ATIF trajectories (docs/formats.md).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Output file (.json: one JSON array, as LLaMA-Factory's dataset_info expects; "
                    "otherwise JSONL). Default: JSONL on stdout.")
 @click.option("--mask/--no-mask", default=True, show_default=True,
-              help="sharegpt: flag erroneous assistant turns with turn_mask=true (the error-label rules of "
-                   "swelego.agent.labels); --no-mask flags none.")
+              help="sharegpt, atif: flag erroneous assistant turns with turn_mask=true (the error-label rules of "
+                   "swelego.trajectories.labels); --no-mask flags none.")
 @click.option("--mask-source", type=click.Choice(["rules", "imported", "both"]), default="rules", show_default=True,
-              help="sharegpt: which turns --mask flags: our error rules, the masks an imported trajectory "
+              help="sharegpt, atif: which turns --mask flags: our error rules, the masks an imported trajectory "
                    "shipped with (SWE-Lego's turn_mask), or both.")
 @click.option("--reasoning", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
               help="The thinking reasoning endpoints returned (reasoning_content): keep it as <think>...</think> "
@@ -152,38 +110,20 @@ def export_cmd(traj, fmt, out, mask, mask_source, reasoning):
                       resolved, semi_resolved, policy, model, patch}
     openhands record: {instance_id, messages: [{role, content}], tools, resolved, semi_resolved,
                        policy, model, patch}
+    atif record: one Harbor ATIF document {schema_version, session_id, agent, steps,
+                 final_metrics, extra} (docs/formats.md)
     Register a sharegpt file with LLaMA-Factory as formatting "sharegpt", columns
     {"messages": "messages"}, tags role/content/user/assistant/system.
     """
-    from swelego.agent.formats import to_openhands_messages, to_sharegpt
-    from swelego.agent.labels import turn_labels
-    from swelego.agent.trajectory import Trajectory, reasoning_messages
+    from swelego.trajectories.export import ExportConfig, export
 
-    masked_turns = Counter()
-
-    def convert(rec: Any) -> dict:
-        if not isinstance(rec, dict):
-            raise ValueError(f"expected a trajectory object, got {type(rec).__name__}")
-        if not rec.get("instance_id") or not isinstance(rec.get("messages"), list):
-            raise ValueError("not a trajectory (needs `instance_id` and a `messages` list)")
-        t = Trajectory.from_dict(rec)
-        t.messages = reasoning_messages(t.messages, reasoning, inline=True)
-        if fmt == "sharegpt":
-            turns = {lab.message_index for lab in turn_labels(t, source=mask_source) if lab.error} if mask else ()
-            row = to_sharegpt(t, turns)
-            assistant = [m for m in row["messages"] if m["role"] == "assistant"]
-            masked_turns["assistant"] += len(assistant)
-            masked_turns["masked"] += sum(m["turn_mask"] for m in assistant)
-            return row
-        return {"instance_id": t.instance_id, "messages": to_openhands_messages(t), "tools": t.tools,
-                "resolved": t.resolved, "semi_resolved": t.semi_resolved, "policy": t.policy,
-                "model": t.model, "patch": t.patch}
-
-    counts = _convert_all(traj, out, f"export {fmt}", convert)
+    cfg = ExportConfig(formats=[fmt], error_mask=mask, mask_source=mask_source, reasoning=reasoning)
+    with _progress(f"export {fmt}", traj) as advance:
+        summary = export(iter_records(traj), [fmt], out, cfg=cfg, log=_log, progress=advance, stream=True)
     extra = ""
-    if fmt == "sharegpt" and masked_turns["assistant"]:
-        extra = f"; {masked_turns['masked']}/{masked_turns['assistant']} assistant turns masked"
-    _summary(counts, out, extra)
+    if fmt == "sharegpt" and summary["assistant_turns"]:
+        extra = f"; {summary['masked_turns']}/{summary['assistant_turns']} assistant turns masked"
+    _summary(Counter(converted=summary["converted"], failed=summary["failed"]), out, extra)
 
 
 @click.command("import")
@@ -199,7 +139,7 @@ def import_cmd(file, fmt, out):
     SWE-Lego-Real-Data shard) as our trajectories, one JSON object per record, with tool
     calls, tool results and per-step error flags recovered from the text. A record's own
     per-message `turn_mask` flags are kept (`imported_masks`; SFT `data.mask_source`)."""
-    from swelego.agent.formats import from_openhands, from_swe_lego
+    from swelego.trajectories.formats import from_openhands, from_swe_lego
 
     importer = from_swe_lego if fmt == "swe-lego" else from_openhands
     stats = Counter()

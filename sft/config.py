@@ -16,7 +16,6 @@ import copy
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from swelego.agent.labels import LabelRules
 from swelego.config import (  # noqa: F401 - re-exported for the SFT API
     ConfigError,
     config_to_dict,
@@ -27,6 +26,7 @@ from swelego.config import (  # noqa: F401 - re-exported for the SFT API
 )
 from swelego.config import doc_field as _help
 from swelego.difficulty import PASS_RATE_BUCKETS, TURN_BUCKETS, Bucket  # noqa: F401
+from swelego.trajectories.labels import LabelRules
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ class DataConfig:
 
     paths: list[str] = _help(
         "Trajectory files or folders: JSONL of `Trajectory.to_json()` lines, `datasets.save_to_disk` folders, or "
-        "SWE-Lego-format records (converted by swelego.agent.formats.from_swe_lego).", default_factory=list)
+        "SWE-Lego-format records (converted by swelego.trajectories.formats.from_swe_lego).", default_factory=list)
     max_length: int = _help("Longest tokenized trajectory kept (tokens).", default=131072)
     overlong: str = _help(
         "Policy for trajectories longer than max_length: `drop` them, or `keep_start` (truncate to the first "

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sft.config import Bucket, CurriculumConfig, CurriculumStage
-from swelego.agent.trajectory import Trajectory
 from swelego.difficulty import bucket_of  # noqa: F401 - part of the curriculum API
 from swelego.errors import SwelegoError
+from swelego.trajectories.record import Trajectory
 
 MEASURES = ("turns", "pass_rate")
 

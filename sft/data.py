@@ -3,7 +3,7 @@
 Accepted inputs: JSONL (one record a line), JSON (an array or one object), parquet,
 `datasets.save_to_disk` folders, and folders holding any of these (a rollout folder's
 `trajectories.jsonl` first). A record is either our `Trajectory.to_dict()` (native tool calls,
-steps) or a SWE-Lego / OpenHands text-call record, converted by `swelego.agent.formats`.
+steps) or a SWE-Lego / OpenHands text-call record, converted by `swelego.trajectories.formats`.
 A bad record yields its error in place, so callers report it in one line and go on.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from swelego.agent.trajectory import Trajectory
 from swelego.records import iter_records  # noqa: F401 - part of this module's API
+from swelego.trajectories.record import Trajectory
 
 
 def _is_native(rec: dict) -> bool:
@@ -42,7 +42,7 @@ def record_to_trajectory(rec: Any) -> Trajectory:
         raise ValueError("no `messages` list in the record")
     if not _is_native(rec):
         try:
-            from swelego.agent.formats import from_swe_lego
+            from swelego.trajectories.formats import from_swe_lego
         except ImportError:
             from_swe_lego = None
         if from_swe_lego is not None:

@@ -22,8 +22,8 @@ from sft.curriculum import assistant_turns, bucket_of, failure_rates
 from sft.data import iter_trajectories
 from sft.labels import MASK_SOURCES, LabelSummary, turn_labels
 from sft.tokens import IGNORE_INDEX, RenderError, render_conversations
-from swelego.agent.trajectory import REASONING_MODES, Trajectory, reasoning_messages
 from swelego.errors import SwelegoError
+from swelego.trajectories.record import REASONING_MODES, Trajectory, reasoning_messages
 
 log = logging.getLogger("sft.prepare")
 PREPARE_VERSION = "2"  # 2: mask_source; the measure column is `curriculum_measure`

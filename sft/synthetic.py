@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 
 from swelego.agent.tools import TOOL_SCHEMAS
-from swelego.agent.trajectory import Step, Trajectory
+from swelego.trajectories.record import Step, Trajectory
 
 SYSTEM = ("You are a software engineer working in a Linux sandbox on a Python repository checked out at /testbed. "
           "You act only through tools. Explore, reproduce, fix minimally, check, then call finish.")

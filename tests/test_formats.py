@@ -10,24 +10,26 @@ import pytest
 from click.testing import CliRunner
 
 from data_gen.cli import data
-from swelego.agent.formats import (
+from swelego.agent.loop import DEFAULT_SYSTEM_PROMPT, MALFORMED, NUDGE, USER_TEMPLATE
+from swelego.agent.textcalls import (
     ParsedCalls,
     describe_tools,
-    error_turns_from_steps,
-    from_openhands,
-    from_swe_lego,
-    infer_step,
     openhands_system_suffix,
     parse_text_tool_calls,
     parse_tool_descriptions,
     render_openhands_call,
     split_system_prompt,
+)
+from swelego.agent.tools import TOOL_SCHEMAS
+from swelego.trajectories.formats import (
+    error_turns_from_steps,
+    from_openhands,
+    from_swe_lego,
+    infer_step,
     to_openhands_messages,
     to_sharegpt,
 )
-from swelego.agent.loop import DEFAULT_SYSTEM_PROMPT, MALFORMED, NUDGE, USER_TEMPLATE
-from swelego.agent.tools import TOOL_SCHEMAS
-from swelego.agent.trajectory import Step, Trajectory
+from swelego.trajectories.record import Step, Trajectory
 
 # -- a realistic trajectory in the shape run_episode records ---------------------------------
 

@@ -22,10 +22,10 @@ from swelego.agent.hf_policy import HFPolicy, split_reasoning
 from swelego.agent.loop import ContextFull
 from swelego.agent.openai_policy import OpenAIPolicy, SamplingParams
 from swelego.agent.tools import TOOL_SCHEMAS
-from swelego.agent.trajectory import Trajectory
 from swelego.cli import cli as cli_main
 from swelego.sandbox import DockerSandbox
 from swelego.schema import save_jsonl
+from swelego.trajectories.record import Trajectory
 
 FIX = {"command": "str_replace", "path": "/testbed/toycalc/__init__.py", "old_str": "    return s[len(s) // 2]",
        "new_str": "    n = len(s)\n    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2"}

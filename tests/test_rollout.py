@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import GOLD_PATCH, TEST_NS, git
 
-from data_gen.filter import FilterConfig, filter_trajectories, git_mining_reason
 from swelego.agent import run_episode
 from swelego.agent.openai_policy import OpenAIPolicy, SamplingParams
 from swelego.agent.rollout import RolloutConfig, load_trajectories, rollout, trajectory_key
 from swelego.cli import cli as cli_main
 from swelego.sandbox import DockerSandbox
 from swelego.schema import save_jsonl
+from swelego.trajectories.filter import FilterConfig, filter_trajectories, git_mining_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,8 @@ from sft.config import (
 )
 from sft.curriculum import bucket_of, failure_rates, plan_stages, single_stage
 from sft.train import ordered_curriculum
-from swelego.agent.trajectory import Trajectory
 from swelego.errors import SwelegoError
+from swelego.trajectories.record import Trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import pytest
 from sft.labels import LabelRules, LabelSummary, label_trajectory
 from sft.synthetic import synthetic_dataset
 from swelego.agent.tools import TOOL_SCHEMAS
-from swelego.agent.trajectory import Step, Trajectory
+from swelego.trajectories.record import Step, Trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,7 +245,7 @@ def _swe_lego_record() -> dict:
 
 
 def test_imported_swe_lego_records_get_labels():
-    formats = pytest.importorskip("swelego.agent.formats")
+    formats = pytest.importorskip("swelego.trajectories.formats")
     traj = formats.from_swe_lego(_swe_lego_record())
     labels = label_trajectory(traj)
     assert len(labels) == 5

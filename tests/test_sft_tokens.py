@@ -189,7 +189,7 @@ def test_tiny_tokenizer_is_cached_and_lossless(tmp_path):
 def test_swe_lego_turn_masks_are_kept_and_each_mask_source_masks_its_turns(tmp_path):
     """A SWE-Lego sharegpt record (text calls, per-message turn_mask) converted to our format:
     `mask_source` rules / imported / both put -100 on exactly the turns each one names."""
-    from swelego.agent.formats import from_swe_lego, to_sharegpt
+    from swelego.trajectories.formats import from_swe_lego, to_sharegpt
 
     ep = synthetic_episode(7, turns=10, mistakes=2)
     assistant = [i for i, m in enumerate(ep.trajectory.messages) if m["role"] == "assistant"]

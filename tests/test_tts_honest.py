@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from swelego.agent.trajectory import Trajectory
 from swelego.schema import TaskInstance, save_jsonl
+from swelego.trajectories.record import Trajectory
 from tts.cli import tts as tts_cli
 from tts.metrics import Sample, expected_calibration_error, summarize, within_instance_auc
 from tts.score import ScoreConfig, patch_sha, tts_score

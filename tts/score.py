@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swelego.agent.trajectory import Trajectory
 from swelego.errors import SwelegoError
 from swelego.schema import TaskInstance
 from swelego.store import ResultStore
+from swelego.trajectories.record import Trajectory
 from tts.metrics import Sample, summarize
 
 DEFAULT_KS = (1, 2, 4, 8, 16)

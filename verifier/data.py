@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swelego.agent.trajectory import Trajectory
+from swelego.trajectories.record import Trajectory
 from verifier.prompt import JudgeFormatter
 
 BALANCE_MODES = ("none", "downsample", "upsample")

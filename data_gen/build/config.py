@@ -9,6 +9,8 @@ from typing import Any
 from data_gen.real.filters import FilterConfig as RealFilters
 from swelego.config import ConfigError, load_config
 from swelego.difficulty import Bucket
+from swelego.trajectories.export import EXPORT_FORMATS, ExportConfig  # noqa: F401 (re-exported)
+from swelego.trajectories.filter import FilterConfig
 
 # Fields of data_gen.real.validate.ValidateConfig that the build sets itself.
 VALIDATE_SET_BY_BUILD = ("out", "namespace", "llm_base_url", "llm_model", "llm_key_env", "executor", "ray_address",
@@ -123,28 +125,8 @@ class TeacherConfig:
     seed: int = _doc("Base seed; each sample derives its own.", default=0)
 
 
-@dataclass
-class TrajectoryFilterConfig:
-    """Which trajectories are kept for training (data_gen.filter)."""
-
-    keep: list[str] = _doc("Outcomes kept: resolved, semi_resolved (right files, tests failing), unresolved.",
-                           default_factory=lambda: ["resolved", "semi_resolved"])
-    max_turns: int | None = _doc("Drop episodes with more assistant turns (null: no limit).", default=None)
-    max_tokens: int | None = _doc("Drop episodes longer than this many tokens (characters / 4).", default=None)
-    drop_git_mining: bool = _doc("Drop episodes that searched git history for the fix.", default=True)
-    drop_test_tampering: bool = _doc("Drop episodes whose patch touches tests or test infrastructure.", default=True)
-
-
-@dataclass
-class ExportConfig:
-    """Training files written to sft/."""
-
-    formats: list[str] = _doc(
-        "`trajectories`: kept trajectories in our format (input of `swelego sft`); `sharegpt`: LLaMA-Factory "
-        "sharegpt with per-turn `turn_mask` (SWE-Lego's training format) + dataset_info.json; `openhands`: "
-        "OpenHands text-call transcripts.", default_factory=lambda: ["trajectories", "sharegpt"])
-    error_mask: bool = _doc("sharegpt: flag error turns (swelego.agent.labels rules) with turn_mask=true.", default=True)
-    dataset_name: str = _doc("Name of the entry in sft/dataset_info.json.", default="swelego")
+# The filter and export stages' configs are their components' own (one definition each).
+TrajectoryFilterConfig = FilterConfig
 
 
 @dataclass
@@ -179,12 +161,9 @@ class BuildConfig:
     decontamination: DecontaminationConfig = _doc("SWE-bench overlap checks.",
                                                   default_factory=DecontaminationConfig)
     teacher: TeacherConfig = _doc("Rollout policy and sampling.", default_factory=TeacherConfig)
-    filter: TrajectoryFilterConfig = _doc("Trajectory filtering.", default_factory=TrajectoryFilterConfig)
-    export: ExportConfig = _doc("SFT exports.", default_factory=ExportConfig)
+    filter: FilterConfig = _doc("Trajectory filtering (swelego.trajectories.filter).", default_factory=FilterConfig)
+    export: ExportConfig = _doc("SFT exports (swelego.trajectories.export).", default_factory=ExportConfig)
     card: CardConfig = _doc("Dataset card.", default_factory=CardConfig)
-
-
-EXPORT_FORMATS = ("trajectories", "sharegpt", "openhands")
 
 
 def load_build_config(path: str | Path, overrides: dict | None = None) -> BuildConfig:
@@ -228,6 +207,4 @@ def check_config(cfg: BuildConfig) -> None:
     for k in cfg.filter.keep:
         if k not in OUTCOMES:
             bad("filter.keep", k, OUTCOMES)
-    for f in cfg.export.formats:
-        if f not in EXPORT_FORMATS:
-            bad("export.formats", f, EXPORT_FORMATS)
+    cfg.export.check()

@@ -4,8 +4,8 @@
     real     real tasks mined from git / GitHub, validated    -> tasks/real/
     tasks    merge, de-duplicate, decontaminate               -> tasks/ (HF dataset + tasks.jsonl)
     rollout  teacher (or oracle) episodes (swelego.agent.rollout)  -> trajectories/trajectories.jsonl
-    filter   keep resolved / semi-resolved (data_gen.filter)  -> trajectories/kept/
-    export   our format + LLaMA-Factory sharegpt (formats)    -> sft/
+    filter   keep resolved / semi-resolved (swelego.trajectories.filter)  -> trajectories/kept/
+    export   ours, sharegpt, openhands, atif (swelego.trajectories.export)  -> sft/
     card     the Hugging Face dataset card (data_gen.card)    -> README.md, card.json, plots/
 
 `STAGES` lists them for the engine (data_gen.build.engine); `run_build` runs them with the
@@ -345,12 +345,10 @@ def run_rollout(ctx: Context) -> StageResult:
 
 
 def run_filter(ctx: Context) -> StageResult:
-    from swelego.trajectories.filter import FilterConfig, filter_trajectories, write_filtered
+    from swelego.trajectories.filter import filter_trajectories, write_filtered
 
-    f = ctx.cfg.filter
+    fcfg = ctx.cfg.filter
     records = wanted_trajectories(ctx.out, ctx.cfg.teacher.samples)
-    fcfg = FilterConfig(keep=tuple(f.keep), max_turns=f.max_turns, max_tokens=f.max_tokens,
-                        drop_git_mining=f.drop_git_mining, drop_test_tampering=f.drop_test_tampering)
     res = filter_trajectories(records, fcfg)
     report = write_filtered(res, ctx.out / "trajectories" / "kept", fcfg)
     ctx.bar.update(completed=len(records), total=len(records), status=f"kept {report['kept']}/{report['input']}")
@@ -363,71 +361,17 @@ def run_filter(ctx: Context) -> StageResult:
 # -- stage: SFT exports ----------------------------------------------------------------------------------
 
 
-LLAMA_FACTORY_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                      "assistant_tag": "assistant", "system_tag": "system"}
-
-
 def run_export(ctx: Context) -> StageResult:
-    from swelego.trajectories.formats import to_openhands_messages, to_sharegpt
-    from swelego.trajectories.labels import LabelSummary, label_trajectory
-    from swelego.trajectories.record import Trajectory
+    from swelego.records import iter_records
+    from swelego.trajectories.export import export, output_files
 
     e = ctx.cfg.export
-    sft = ctx.out / "sft"
-    sft.mkdir(parents=True, exist_ok=True)
-    kept_path = ctx.out / "trajectories" / "kept" / "kept.jsonl"
-    records = _read_jsonl(kept_path)
+    kept = ctx.out / "trajectories" / "kept" / "kept.jsonl"
+    records = list(iter_records(kept))
     ctx.bar.update(completed=0, total=len(records) * len(e.formats), status=", ".join(e.formats))
-    outputs: list[str] = []
-    summary: dict[str, Any] = {"records": len(records), "failed": {}}
-    if "trajectories" in e.formats:
-        shutil.copyfile(kept_path, sft / "trajectories.jsonl")
-        outputs.append("sft/trajectories.jsonl")
-        ctx.bar.update(advance=len(records))
-    if "sharegpt" in e.formats:
-        labels = LabelSummary()
-        rows, failed = [], 0
-        for rec in records:
-            ctx.bar.update(advance=1)
-            try:
-                traj = Trajectory.from_dict(rec)
-                masked: set[int] = set()
-                if e.error_mask:
-                    turn_labels = label_trajectory(traj)
-                    labels.add(turn_labels)
-                    masked = {lab.message_index for lab in turn_labels if lab.error}
-                rows.append(to_sharegpt(traj, masked))
-            except (ValueError, TypeError, KeyError) as err:
-                failed += 1
-                ctx.log(f"✗ export sharegpt {rec.get('instance_id', '?')}: {first_line(err)}")
-        _write_json(sft / "sharegpt.json", rows, indent=None)
-        info = {e.dataset_name: {"file_name": "sharegpt.json", "formatting": "sharegpt",
-                                 "columns": {"messages": "messages"}, "tags": LLAMA_FACTORY_TAGS}}
-        _write_json(sft / "dataset_info.json", info)
-        _write_json(sft / "labels.json", labels.to_dict())
-        outputs += ["sft/sharegpt.json", "sft/dataset_info.json", "sft/labels.json"]
-        summary["sharegpt"] = len(rows)
-        summary["failed"]["sharegpt"] = failed
-        summary["labels"] = labels.to_dict()
-    if "openhands" in e.formats:
-        rows, failed = [], 0
-        for rec in records:
-            ctx.bar.update(advance=1)
-            try:
-                t = Trajectory.from_dict(rec)
-                rows.append({"instance_id": t.instance_id, "messages": to_openhands_messages(t), "tools": t.tools,
-                             "resolved": t.resolved, "semi_resolved": t.semi_resolved, "policy": t.policy,
-                             "model": t.model, "patch": t.patch})
-            except (ValueError, TypeError, KeyError) as err:
-                failed += 1
-                ctx.log(f"✗ export openhands {rec.get('instance_id', '?')}: {first_line(err)}")
-        _write_jsonl(sft / "openhands.jsonl", rows)
-        outputs.append("sft/openhands.jsonl")
-        summary["openhands"] = len(rows)
-        summary["failed"]["openhands"] = failed
-    _write_json(sft / "export.json", summary)
-    outputs.append("sft/export.json")
-    return StageResult(outputs=outputs, summary=summary)
+    summary = export(records, e.formats, ctx.out / "sft", cfg=e, log=ctx.log,
+                     progress=lambda n: ctx.bar.update(advance=n))
+    return StageResult(outputs=[f"sft/{name}" for name in output_files(e.formats)], summary=summary)
 
 
 # -- stage: dataset card -------------------------------------------------------------------------------

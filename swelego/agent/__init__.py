@@ -4,7 +4,7 @@ the recorded trajectory, and an oracle policy built from a task's gold patch."""
 from swelego.agent.loop import DEFAULT_SYSTEM_PROMPT, Policy, run_episode
 from swelego.agent.oracle import OraclePolicy
 from swelego.agent.tools import TOOL_SCHEMAS, ToolBox, ToolResult, parse_tool_call_arguments
-from swelego.agent.trajectory import Step, Trajectory
+from swelego.trajectories.record import Step, Trajectory
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from swelego.agent.tools import TOOL_SCHEMAS, ToolBox
-from swelego.agent.trajectory import Step, Trajectory, normalize_tool_calls
 from swelego.harness import patch_files, run_eval
 from swelego.sandbox.gitsanitize import SanitizeResult, sanitize_repo
 from swelego.schema import TaskInstance
+from swelego.trajectories.record import Step, Trajectory, normalize_tool_calls
 
 DEFAULT_SYSTEM_PROMPT = """\
 You are a software engineer working in a Linux sandbox on a Python repository checked out \

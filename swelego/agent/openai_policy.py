@@ -103,9 +103,9 @@ def request_messages(messages: list[dict], tools: list[dict],
     generation stopping at ``</function``. HFPolicy renders the same transcript locally."""
     if tool_format == "native":
         return [_wire_message(m) for m in messages], tools, None
-    from swelego.agent.formats import openhands_system_suffix, to_openhands_messages
+    from swelego.agent.textcalls import openhands_system_suffix, openhands_transcript
 
-    wire = to_openhands_messages_from(messages, to_openhands_messages)
+    wire = openhands_transcript([dict(m) for m in messages])
     if wire and wire[0].get("role") == "system":
         wire[0] = {"role": "system", "content": (wire[0].get("content") or "") + openhands_system_suffix(tools)}
     return wire, None, ["</function"]
@@ -115,7 +115,7 @@ def reply_message(content: str, tools: list[dict], tool_format: str, *, calls: l
                   reasoning: str | None = None) -> dict:
     """The scaffold's assistant message for a model reply: native `calls` as they came, else the
     calls written in `content` as text (OpenHands `<function=...>` or Qwen `<tool_call>` blocks,
-    parsed by swelego.agent.formats), with malformed ones under `parse_errors`. `reasoning`
+    parsed by swelego.agent.textcalls), with malformed ones under `parse_errors`. `reasoning`
     (the model's thinking, when the server or the policy separated it) is kept as
     `reasoning_content`."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -129,7 +129,7 @@ def reply_message(content: str, tools: list[dict], tool_format: str, *, calls: l
         return message
     if tool_format == "openhands" and "<function=" in content and "</function>" not in content:
         content += "</function>"  # generation stopped at the stop word
-    from swelego.agent.formats import parse_text_tool_calls
+    from swelego.agent.textcalls import parse_text_tool_calls
 
     parsed = parse_text_tool_calls(content, [t["function"]["name"] for t in tools])
     if parsed.tool_calls or parsed.errors:
@@ -140,13 +140,6 @@ def reply_message(content: str, tools: list[dict], tool_format: str, *, calls: l
         if parsed.errors:
             message["parse_errors"] = list(parsed.errors)
     return message
-
-
-def to_openhands_messages_from(messages: list[dict], convert) -> list[dict]:
-    """The transcript in OpenHands text form, via the formats module's converter."""
-    from swelego.agent.trajectory import Trajectory
-
-    return convert(Trajectory(instance_id="", messages=[dict(m) for m in messages]))
 
 
 def _wire_message(m: dict) -> dict:

@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from swelego.agent.tools import parse_tool_call_arguments
-from swelego.agent.trajectory import Step, Trajectory
+from swelego.trajectories.record import Step, Trajectory
 
 ALL_RULES = (
     "unparseable_call",

@@ -30,7 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swelego.config import doc_field
 from swelego.harness import is_test_infra, patch_files, unsafe_patch_paths
+from swelego.records import write_json_atomic, write_jsonl_atomic
 
 OUTCOMES = ("resolved", "semi_resolved", "unresolved")
 REASONS = ("error", "git_mining", "test_tampering", "over_turns", "over_length", "not_kept")
@@ -105,14 +107,18 @@ def char_tokens(record: dict) -> int:
 
 @dataclass
 class FilterConfig:
-    """keep: outcomes kept; max_turns / max_tokens: None for no limit; drop_git_mining: rule 2;
-    drop_test_tampering: rule 3."""
+    """Which trajectories are kept for training (the rules above); the build's ``filter:``
+    section and `swelego data filter` both read it."""
 
-    keep: tuple[str, ...] = ("resolved",)
-    max_turns: int | None = None
-    max_tokens: int | None = None
-    drop_git_mining: bool = True
-    drop_test_tampering: bool = True
+    keep: list[str] = doc_field("Outcomes kept: resolved, semi_resolved (right files, tests failing), unresolved.",
+                                default_factory=lambda: ["resolved", "semi_resolved"])
+    max_turns: int | None = doc_field("Drop episodes with more assistant turns (null: no limit).", default=None)
+    max_tokens: int | None = doc_field("Drop episodes longer than this many tokens (characters / 4).",
+                                       default=None)
+    drop_git_mining: bool = doc_field("Drop episodes that searched git history for the fix (rule 2).",
+                                      default=True)
+    drop_test_tampering: bool = doc_field("Drop episodes whose patch touches tests or test infrastructure "
+                                          "(rule 3).", default=True)
 
 
 @dataclass
@@ -167,19 +173,11 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig,
 def write_filtered(res: FilterResult, out: str | Path, cfg: FilterConfig) -> dict:
     """kept.jsonl, one file per kept outcome, dropped.jsonl (with drop_reason/drop_detail), report.json."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def dump(name: str, recs: Iterable[dict]) -> None:
-        tmp = out / (name + ".tmp")
-        with tmp.open("w") as f:
-            for r in recs:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        tmp.replace(out / name)
-
-    dump("kept.jsonl", res.kept)
+    write_jsonl_atomic(out / "kept.jsonl", res.kept)
     for o in cfg.keep:
-        dump(f"{o}.jsonl", (r for r in res.kept if outcome(r) == o))
-    dump("dropped.jsonl", ({**r, "drop_reason": reason, "drop_detail": detail} for r, reason, detail in res.dropped))
+        write_jsonl_atomic(out / f"{o}.jsonl", (r for r in res.kept if outcome(r) == o))
+    write_jsonl_atomic(out / "dropped.jsonl", ({**r, "drop_reason": reason, "drop_detail": detail}
+                                               for r, reason, detail in res.dropped))
     report = {
         "input": len(res.kept) + len(res.dropped),
         "kept": len(res.kept),
@@ -188,5 +186,5 @@ def write_filtered(res: FilterResult, out: str | Path, cfg: FilterConfig) -> dic
         "config": {"keep": list(cfg.keep), "max_turns": cfg.max_turns, "max_tokens": cfg.max_tokens,
                    "drop_git_mining": cfg.drop_git_mining, "drop_test_tampering": cfg.drop_test_tampering},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_json_atomic(out / "report.json", report, ensure_ascii=True, newline=False)
     return report

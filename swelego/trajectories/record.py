@@ -42,6 +42,17 @@ def arguments_as_string(arguments: Any) -> str:
     return json.dumps(arguments, ensure_ascii=False)
 
 
+def flatten_content(content: Any) -> str:
+    """Message content as text (OpenAI content-part lists are joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
 def normalize_tool_calls(message: dict) -> dict:
     """A copy of an assistant message whose tool calls all have id, type and string arguments."""
     msg = dict(message)
