@@ -8,7 +8,7 @@ COPY wheels /opt/swelego/wheels
 RUN python3 -m venv /opt/venv \
  && pip install -q --no-index --find-links /opt/swelego/wheels -r /opt/swelego/wheels/requirements.txt
 COPY testbed /testbed
-COPY install-testbed.sh setup.sh version /opt/swelego/
+COPY install-testbed.sh setup.sh version install-mode /opt/swelego/
 RUN bash /opt/swelego/install-testbed.sh
 WORKDIR /testbed
 ENTRYPOINT ["/usr/bin/tini", "-s", "--"]

@@ -7,6 +7,9 @@ cd /testbed
 if [ -s /opt/swelego/version ]; then export SETUPTOOLS_SCM_PRETEND_VERSION="$(cat /opt/swelego/version)"; fi
 if pip install -q --no-index --find-links /opt/swelego/wheels --no-build-isolation --no-deps -e . 2>/tmp/editable.log; then
   echo "swelego: installed /testbed editable"
+elif grep -qx required /opt/swelego/install-mode 2>/dev/null; then
+  echo "swelego: the editable install of a project with compiled extensions failed:" >&2
+  tail -n 40 /tmp/editable.log >&2; exit 1
 else
   # Not installable (no build config, or a backend without PEP 660): put the sources on
   # sys.path instead, which is what an editable install amounts to.

@@ -1,11 +1,13 @@
 """The bounded environment-repair loop.
 
 An attempt tries one EnvSpec (build the image, run the tests). When it fails, the next spec
-comes from specs that already repaired this repository, then from an OpenAI-compatible model
+comes from the log by rules (swelego.sandbox.envrepair: missing module → package, missing header
+→ -dev package, Python too new → older base, ...), then from specs that already repaired this
+repository, then from an OpenAI-compatible model
 that sees the failing spec, the stage, the log excerpt and the repository's build files, and
 answers with a corrected spec as JSON. Every attempt — including an unusable reply — is
-recorded with its spec, outcome, error and the model's reply, and the number of attempts is
-capped."""
+recorded with its spec, outcome, error, log tail, failure kind (envrepair.FAILURE_KINDS) and the
+model's reply, and the number of attempts is capped."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 from swelego.errors import SwelegoError
+from swelego.sandbox.envrepair import classify_failure, rule_repair
 from swelego.sandbox.envspec import PYTHONS, EnvSpec
 
 CONTEXT_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "pytest.ini", "requirements.txt")
@@ -43,9 +46,14 @@ class Attempt:
     stage: str  # ok | build | install | tests | repair (no usable spec came back)
     error: str = ""
     log: str = ""
-    source: str = "inferred"  # inferred | known (a spec that repaired another task) | llm
-    reply: str = ""  # the model's answer that produced this spec
+    source: str = "inferred"  # inferred | rule | known (a spec that repaired another task) | llm
+    reply: str = ""  # the model's answer that produced this spec (for a rule: the rule's name)
     seconds: float = 0.0
+    kind: str = ""  # why it failed: one of envrepair.FAILURE_KINDS ("" when it worked)
+
+    def __post_init__(self):
+        if not self.ok and not self.kind and self.stage != "repair":
+            self.kind = classify_failure(self.stage, self.error, self.log)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -131,12 +139,14 @@ def parse_spec(reply: str, current: EnvSpec) -> EnvSpec:
 
 def repair_loop(spec: EnvSpec, attempt: Callable[[EnvSpec], Any], *, llm=None, max_attempts: int = 3,
                 context: str = "", known: Iterable[EnvSpec] = (), failed: EnvFailure | None = None,
-                ) -> tuple[Any, EnvSpec, list[Attempt]]:
+                tree: Path | None = None, rules: bool = True) -> tuple[Any, EnvSpec, list[Attempt]]:
     """Try `spec`, then repaired specs, at most `max_attempts` times in all.
 
     `attempt(spec)` returns a result or raises EnvFailure. `failed` says `spec` was already
-    tried and how it failed (recorded as attempt 1). Returns (result or None, the last spec
-    tried, the attempts)."""
+    tried and how it failed (recorded as attempt 1). Repairs come from the log by rules
+    first (`rules`; `tree` is the repository, to tell its own modules from missing ones),
+    then from `known` specs, then from `llm`. Returns (result or None, the last spec tried,
+    the attempts)."""
     attempts: list[Attempt] = []
     tried = {json.dumps(spec.build_fields(), sort_keys=True)}
     queue = [k for k in known if json.dumps(k.build_fields(), sort_keys=True) not in tried]
@@ -148,7 +158,10 @@ def repair_loop(spec: EnvSpec, attempt: Callable[[EnvSpec], Any], *, llm=None, m
         n = len(attempts) + 1
         t0 = time.monotonic()
         if last is not None:
-            if queue:
+            ruled = rule_repair(current, last.stage, f"{last.message}\n{last.log}", tree) if rules else None
+            if ruled is not None and json.dumps(ruled[0].build_fields(), sort_keys=True) not in tried:
+                current, source, reply = ruled[0], "rule", ruled[1]
+            elif queue:
                 current, source, reply = queue.pop(0), "known", ""
             elif llm is None:
                 break

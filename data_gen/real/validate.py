@@ -203,13 +203,15 @@ def build_environment(prepared: PreparedRepo, *, namespace: str = "swelego", cli
     spec = spec or infer_env(prepared.testbed)
     return repair_loop(spec, lambda s: try_environment(prepared, s, namespace=namespace, client=client,
                                                        test_timeout=test_timeout),
-                       llm=llm, max_attempts=repair_attempts, context=repo_context(prepared.testbed))
+                       llm=llm, max_attempts=repair_attempts, context=repo_context(prepared.testbed),
+                       tree=prepared.testbed)
 
 
 def failure_reason(attempts) -> str:
     """The last real failure of a repair loop (a reply that gave no spec explains nothing)."""
     real = [a for a in attempts if a.stage != "repair"] or attempts
-    return f"{real[-1].stage}: {real[-1].error} (after {len(attempts)} attempt(s))"
+    kind = f" [{real[-1].kind}]" if real[-1].kind else ""
+    return f"{real[-1].stage}{kind}: {real[-1].error} (after {len(attempts)} attempt(s))"
 
 
 _DEF = re.compile(r"^\s*(?:async\s+)?(?:def|class) (\w+)")
@@ -409,7 +411,7 @@ class _RepoValidator:
 
         result, spec, attempts = repair_loop(
             group.spec, attempt, llm=self.llm, max_attempts=self.cfg.repair_attempts, known=known, failed=first,
-            context=repo_context(task.prepared.testbed))
+            context=repo_context(task.prepared.testbed), tree=task.prepared.testbed)
         log = [a.to_json() for a in attempts]
         self.env_records.put(f"{group.key}:{task.candidate.instance_id}", {
             "level": "task", "repo": task.candidate.repo, "ok": result is not None, "inferred": group.spec.to_json(),
@@ -507,7 +509,7 @@ def validate_source(item: tuple[str, list[dict]], cfg: ValidateConfig,
                 rep = group.tasks[0]
                 env, spec, attempts = repair_loop(group.spec, lambda s, rep=rep: v.ensure_env(rep.prepared, s),
                                                   llm=v.llm, max_attempts=cfg.repair_attempts,
-                                                  context=repo_context(rep.prepared.testbed))
+                                                  context=repo_context(rep.prepared.testbed), tree=rep.prepared.testbed)
                 env_rec = {"level": "group", "repo": report.repo, "ok": env is not None, "image": env.image if env else "",
                            "inferred": group.spec.to_json(), "spec": spec.to_json(), "tasks": len(group.tasks),
                            "attempts": [a.to_json() for a in attempts], "built_at": rep.candidate.instance_id}

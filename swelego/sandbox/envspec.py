@@ -493,7 +493,7 @@ def _declared_extras(tree: Path, pyproject: dict) -> set[str]:
     return {n.lower() for n in names}
 
 
-def _top_level_names(tree: Path) -> set[str]:
+def top_level_names(tree: Path) -> set[str]:
     """Names importable from the project itself (packages, modules, src/ layout)."""
     names = set()
     for root in (tree, tree / "src", tree / "lib"):
@@ -510,7 +510,7 @@ def _top_level_names(tree: Path) -> set[str]:
 def _test_needs(tree: Path) -> tuple[list[str], list[str], bool]:
     """(distributions, why) that the test files and conftest.py import or use, and whether
     a test imports the tests directory as a package (`from tests.x import ...`)."""
-    own = _top_level_names(tree)
+    own = top_level_names(tree)
     found: dict[str, str] = {}
     imports_tests_pkg = False
     for f in _files(tree, {".py"}, limit=3000):
@@ -551,6 +551,22 @@ def _test_needs(tree: Path) -> tuple[list[str], list[str], bool]:
                 if top in TEST_IMPORTS:
                     found.setdefault(TEST_IMPORTS[top], f"import {top} in {rel}")
     return list(found), [f"{d}: {w}" for d, w in found.items()], imports_tests_pkg
+
+
+ODD_TEST_FILES = "test*.py *_test.py tests.py *_tests.py"
+
+
+def _unmatched_test_files(tree: Path) -> list[str]:
+    """Test modules under a test directory that pytest's default `python_files` (test_*.py,
+    *_test.py) would skip (tests/tests.py, test/testfoo.py)."""
+    found = []
+    for d in ("tests", "test", "testing"):
+        for f in sorted((tree / d).glob("*.py")) if (tree / d).is_dir() else []:
+            if f.name.startswith("test_") or f.name.endswith("_test.py"):
+                continue
+            if f.name != "__init__.py" and f.name != "conftest.py" and re.match(r"(test.*|.*_?tests?)\.py$", f.name):
+                found.append(f"{d}/{f.name}")
+    return found
 
 
 def _nox_deps(tree: Path) -> list[str]:
@@ -680,8 +696,11 @@ def infer_env(tree: Path) -> EnvSpec:
         evidence["system packages"] = "; ".join(sys_why)
 
     test_cmd = DEFAULT_TEST_CMD
+    if "python_files" not in opts and (odd := _unmatched_test_files(tree)):
+        test_cmd = f"{test_cmd} -o python_files='{ODD_TEST_FILES}'"
+        evidence["test command"] = f"test files pytest would not collect by name: {', '.join(odd[:3])}"
     if imports_tests_pkg:
-        test_cmd = f"python -m pytest {PYTEST_FLAGS}"
+        test_cmd = "python -m " + test_cmd
         evidence["test command"] = "tests import the tests directory as a package: python -m pytest (cwd on sys.path)"
     return EnvSpec(python=python, extra_deps=tuple(extra), extras=extras, system_packages=tuple(system_packages),
                    test_cmd=test_cmd, build_backend=backend, build_requires=build_requires, evidence=evidence)

@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name
 
 import docker
 from swelego.errors import ImageBuildError, SourceError, SwelegoError
+from swelego.records import write_json_atomic
 from swelego.sandbox import index
 from swelego.sandbox.buildbox import NO_MATCH, BuildBox, MissingRequirement
 from swelego.sandbox.docker import docker_client
@@ -250,10 +251,7 @@ def project_metadata(tree: Path, py: PythonInfo, box: BuildBox | None, *, versio
         return {}
     meta = {"name": meta.get("name", ""), "requires_dist": meta.get("requires_dist") or []}
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, cache)
+        write_json_atomic(cache, meta, indent=None, ensure_ascii=True, newline=False)
     return meta
 
 
@@ -445,8 +443,9 @@ def _wheel_from_sdist(req_text: str, py: PythonInfo, dest: Path, box: BuildBox |
                 made = _in_box(box, py, build_requirements(_sdist_pyproject(sdist)),
                                lambda build: box.build_wheel(sdist, build, Path(tmp)), depth)
             except SwelegoError as e:
+                tail = getattr(e, "log_tail", "")
                 raise SwelegoError(f"{where}: {req_text} has no wheel, and building {sdist.name} in the sandbox "
-                                   f"failed: {str(e).splitlines()[0]}") from None
+                                   f"failed: {str(e).splitlines()[0]}" + (f"\n{tail}" if tail else "")) from None
             cached.mkdir(parents=True, exist_ok=True)
             for w in made:
                 shutil.copy2(w, cached / w.name)
@@ -598,6 +597,8 @@ def build_env_image(
         (ctx / "install-testbed.sh").write_text(installer)
         (ctx / "setup.sh").write_text("# user setup commands\n" + "\n".join(spec.setup) + "\n")
         (ctx / "version").write_text(version)
+        # A project with compiled extensions must install: a sys.path entry would import no .so.
+        (ctx / "install-mode").write_text("required\n" if spec.system_packages else "fallback\n")
         info = EnvImage(image=name, repo=repo.name, version=repo.version, source=src.raw, base=base_name,
                         python=py.version, base_commit=repo.base_commit, test_cmd=spec.test_cmd,
                         log_parser=spec.log_parser, spec_hash=spec_hash, requirements=reqs,
