@@ -206,6 +206,7 @@ def test_parse_spec_checks_the_models_answer():
 
 
 def test_repair_loop_records_every_attempt_and_is_bounded(openai_server, tmp_path):
+    # the model's path (rules=False: the log-reading rules, tried first, are tested in test_envs.py)
     tries = []
 
     def attempt(spec: EnvSpec) -> str:
@@ -217,7 +218,7 @@ def test_repair_loop_records_every_attempt_and_is_bounded(openai_server, tmp_pat
 
     openai_server.script("I would try installing six.", '{"extra_deps": ["six"]}')
     llm = LLMClient(LLMConfig(base_url=openai_server.base_url, model="m", max_retries=0))
-    result, spec, attempts = repair_loop(EnvSpec(), attempt, llm=llm, max_attempts=3, context="top-level files: x")
+    result, spec, attempts = repair_loop(EnvSpec(), attempt, llm=llm, max_attempts=3, context="top-level files: x", rules=False)
     assert result == "env-ok" and spec.extra_deps == ("six",) and tries == [(), ("six",)]
     assert [(a.number, a.ok, a.stage, a.source) for a in attempts] == [
         (1, False, "tests", "inferred"), (2, False, "repair", "llm"), (3, True, "ok", "llm")]
@@ -227,14 +228,14 @@ def test_repair_loop_records_every_attempt_and_is_bounded(openai_server, tmp_pat
     # bounded: two attempts, then it stops even though the model has more to say
     openai_server.script('{"extra_deps": ["nothing-helps"]}', '{"extra_deps": ["six"]}')
     tries.clear()
-    result, _, attempts = repair_loop(EnvSpec(), attempt, llm=llm, max_attempts=2)
+    result, _, attempts = repair_loop(EnvSpec(), attempt, llm=llm, max_attempts=2, rules=False)
     assert result is None and len(attempts) == 2 and tries == [(), ("nothing-helps",)]
     # a spec that repaired another task is tried before the model is asked
     n = len(openai_server.requests)
-    result, _, attempts = repair_loop(EnvSpec(), attempt, llm=llm, max_attempts=3, known=[EnvSpec(extra_deps=("six",))])
+    result, _, attempts = repair_loop(EnvSpec(), attempt, llm=llm, max_attempts=3, known=[EnvSpec(extra_deps=("six",))], rules=False)
     assert result == "env-ok" and attempts[-1].source == "known" and len(openai_server.requests) == n
     # without a model there is nothing to repair with
-    result, _, attempts = repair_loop(EnvSpec(), attempt, llm=None, max_attempts=3)
+    result, _, attempts = repair_loop(EnvSpec(), attempt, llm=None, max_attempts=3, rules=False)
     assert result is None and len(attempts) == 1
 
 

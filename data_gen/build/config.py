@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from data_gen.real.filters import FilterConfig as RealFilters
-from swelego.config import ConfigError, load_config
+from data_gen.synth.pipeline import SynthConfig
+from swelego.agent.rollout import RolloutConfig
+from swelego.config import ConfigError, doc_field, load_config
 from swelego.difficulty import Bucket
 from swelego.trajectories.export import EXPORT_FORMATS, ExportConfig  # noqa: F401 (re-exported)
 from swelego.trajectories.filter import FilterConfig
 
+# Fields of the component configs that the build sets from its own keys (field -> build key): a
+# build YAML that sets them is refused with the key to use.
+SET_BY_BUILD = {
+    "synthetic": {"out": "out", "namespace": "namespace", "base": "base", "llm_base_url": "llm.base_url",
+                  "llm_model": "llm.model", "llm_key_env": "llm.api_key_env", "executor": "executor",
+                  "ray_address": "ray_address"},
+    "teacher": {"out": "out", "trajectories_file": "out", "executor": "executor", "ray_address": "ray_address"},
+}
+
 # Fields of data_gen.real.validate.ValidateConfig that the build sets itself.
 VALIDATE_SET_BY_BUILD = ("out", "namespace", "llm_base_url", "llm_model", "llm_key_env", "executor", "ray_address",
                          "allow_contaminated", "swebench_datasets")
-
-
-def _doc(text: str, **kw) -> Any:
-    """A dataclass field with its documentation (listed by `swelego data build --fields`)."""
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass
@@ -27,31 +33,26 @@ class LLMConfig:
     """An OpenAI-compatible endpoint for the LLM bug strategies and for problem statements written
     from a diff. Without one the LLM strategies are skipped and statements are templated."""
 
-    base_url: str | None = _doc("Endpoint root, e.g. http://localhost:8000/v1; null = no LLM.", default=None)
-    model: str | None = _doc("Model name served at base_url.", default=None)
-    api_key_env: str = _doc("Environment variable holding the API key.", default="OPENAI_API_KEY")
+    base_url: str | None = doc_field("Endpoint root, e.g. http://localhost:8000/v1; null = no LLM.", default=None)
+    model: str | None = doc_field("Model name served at base_url.", default=None)
+    api_key_env: str = doc_field("Environment variable holding the API key.", default="OPENAI_API_KEY")
 
 
 @dataclass
-class SyntheticConfig:
-    """Synthetic tasks: bugs injected into real repositories and validated against their tests."""
+class SyntheticConfig(SynthConfig):
+    """Synthetic tasks (data_gen.synth.pipeline.SynthConfig, plus which repositories): bugs
+    injected into real repositories and validated against their tests. Its out, namespace, base,
+    llm_* and executor come from the build's own keys."""
 
-    enabled: bool = _doc("Run this stage (off: no synthetic tasks).", default=True)
-    sources: list[str] = _doc(
+    # test_selection, test_timeout and baseline_runs moved into `validate` (data_gen.validate.ValidateConfig).
+    renamed_keys: ClassVar[dict[str, str]] = {"test_selection": "validate.test_selection",
+                                              "test_timeout": "validate.test_timeout",
+                                              "baseline_runs": "validate.baseline_runs"}
+
+    enabled: bool = doc_field("Run this stage (off: no synthetic tasks).", default=True)
+    sources: list[str] = doc_field(
         "Repositories: `pypi:NAME==VERSION` (a release's sdist), a git URL[@commit] or a local path[@rev].",
         default_factory=list)
-    strategies: list[str] = _doc("Any of procedural, llm_rewrite, llm_modify, combine.",
-                                 default_factory=lambda: ["procedural", "combine"])
-    max_candidates: int = _doc("Candidate bugs per repository and strategy.", default=30)
-    modifiers: list[str] = _doc("Restrict the procedural modifiers to these names (empty: all).",
-                                default_factory=list)
-    workers: int = _doc("Warm sandboxes per repository validating candidates in parallel.", default=1)
-    seed: int = _doc("Seed of candidate generation (same seed, same candidates).", default=0)
-    test_selection: bool = _doc("Run the tests covering a candidate's function before the full suite.",
-                                default=True)
-    test_timeout: float = _doc("Seconds for one test-suite run; a hanging candidate is a `timeout`.",
-                               default=600.0)
-    baseline_runs: int = _doc("Clean-suite runs; a test whose status changes between them is flaky.", default=3)
 
 
 @dataclass
@@ -59,31 +60,31 @@ class RealConfig:
     """Real tasks: fixes mined from a repository's git history or from merged GitHub pull requests,
     validated in an inferred environment."""
 
-    enabled: bool = _doc("Run this stage (off: no real tasks).", default=True)
-    git: list[str] = _doc("Local paths or git URLs whose history is mined (`data mine-git`).",
+    enabled: bool = doc_field("Run this stage (off: no real tasks).", default=True)
+    git: list[str] = doc_field("Local paths or git URLs whose history is mined (`data mine-git`).",
                           default_factory=list)
-    rev_range: str | None = _doc("Commits to examine in each git source, e.g. v1.0..main (null: all).",
+    rev_range: str | None = doc_field("Commits to examine in each git source, e.g. v1.0..main (null: all).",
                                  default=None)
-    max_commits: int | None = _doc("Examine only the newest N commits of each git source.", default=None)
-    issues: str | None = _doc("Local issue texts (JSON/JSONL file or directory) for commits that cite #N.",
+    max_commits: int | None = doc_field("Examine only the newest N commits of each git source.", default=None)
+    issues: str | None = doc_field("Local issue texts (JSON/JSONL file or directory) for commits that cite #N.",
                               default=None)
-    merges: bool = _doc("Examine merge commits of git sources too (first-parent history); by default they "
+    merges: bool = doc_field("Examine merge commits of git sources too (first-parent history); by default they "
                         "are skipped. A commit's statement is its issue text, else written from the failing "
                         "tests (LLM when `llm` is configured, else a template), never its message.", default=False)
-    github: list[str] = _doc("OWNER/REPO repositories whose merged pull requests are mined (`data mine-prs`).",
+    github: list[str] = doc_field("OWNER/REPO repositories whose merged pull requests are mined (`data mine-prs`).",
                              default_factory=list)
-    api_url: str = _doc("GitHub REST root (GitHub Enterprise: https://HOST/api/v3).",
+    api_url: str = doc_field("GitHub REST root (GitHub Enterprise: https://HOST/api/v3).",
                         default="https://api.github.com")
-    token_env: str = _doc("Environment variable with the GitHub token.", default="GITHUB_TOKEN")
-    since: str | None = _doc("Only pull requests created on or after this date (YYYY-MM-DD).", default=None)
-    max_prs: int | None = _doc("Merged pull requests examined per repository, newest first.", default=None)
-    filters: RealFilters = _doc("Which mined changes become candidates (data_gen.real.filters.FilterConfig: "
+    token_env: str = doc_field("Environment variable with the GitHub token.", default="GITHUB_TOKEN")
+    since: str | None = doc_field("Only pull requests created on or after this date (YYYY-MM-DD).", default=None)
+    max_prs: int | None = doc_field("Merged pull requests examined per repository, newest first.", default=None)
+    filters: RealFilters = doc_field("Which mined changes become candidates (data_gen.real.filters.FilterConfig: "
                                 "min_files, max_files, require_tests, require_code, min_statement_chars, "
                                 "allow_binary).", default_factory=RealFilters)
-    example_repo: bool = _doc("Also mine the example repository of data_gen.real.demo (a small package "
+    example_repo: bool = doc_field("Also mine the example repository of data_gen.real.demo (a small package "
                               "whose history holds fixes with tests), created under tasks/real/example-repo.",
                               default=False)
-    validate: dict = _doc("Options of data_gen.real.validate.ValidateConfig: workers, test_timeout, "
+    validate: dict = doc_field("Options of data_gen.real.validate.ValidateConfig: workers, test_timeout, "
                           "baseline_runs, confirm_runs, repair_attempts, verify, max_tasks.",
                           default_factory=dict)
 
@@ -93,36 +94,13 @@ class DecontaminationConfig:
     """Overlap with SWE-bench: repositories of SWE-bench Verified (list shipped with the package)
     and patches matching a task of the swebench dataset files given here are dropped."""
 
-    allow_contaminated: bool = _doc("Keep overlapping repositories and tasks.", default=False)
-    swebench_datasets: list[str] = _doc("Local swebench dataset files (.json/.jsonl/.parquet) whose "
+    allow_contaminated: bool = doc_field("Keep overlapping repositories and tasks.", default=False)
+    swebench_datasets: list[str] = doc_field("Local swebench dataset files (.json/.jsonl/.parquet) whose "
                                         "patches no task may match.", default_factory=list)
 
 
-@dataclass
-class TeacherConfig:
-    """The policy that rolls out trajectories on every task (SWE-Lego: Qwen3-Coder-480B in a
-    four-tool OpenHands scaffold, up to 100 turns)."""
-
-    policy: str = _doc("`openai`: any OpenAI-compatible endpoint (vLLM, SGLang, hosted); `oracle`: "
-                       "replays the gold patch through the tools (demos and smoke tests; labelled "
-                       "policy=oracle, never model output).", default="oracle")
-    base_url: str | None = _doc("Endpoint root for policy openai.", default=None)
-    model: str | None = _doc("Model name for policy openai.", default=None)
-    api_key_env: str = _doc("Environment variable with the endpoint's key.", default="OPENAI_API_KEY")
-    tool_format: str = _doc("`native` tool calls, or `openhands` text calls in the prompt.", default="native")
-    temperature: float = _doc("Sampling temperature.", default=0.7)
-    top_p: float | None = _doc("Nucleus sampling; null = the endpoint's default.", default=None)
-    max_tokens: int = _doc("Completion tokens per turn.", default=4096)
-    samples: int = _doc("Episodes per task (k).", default=1)
-    max_turns: int = _doc("Assistant turns per episode.", default=100)
-    max_context_tokens: int | None = _doc("Stop an episode past this prompt size.", default=None)
-    command_timeout: float = _doc("Default seconds per shell command.", default=120.0)
-    max_observation: int = _doc("Characters of a tool result kept (head and tail).", default=30_000)
-    memory: str = _doc("Memory limit of each episode's sandbox.", default="2g")
-    cpus: float = _doc("CPU limit of each episode's sandbox.", default=1.0)
-    workers: int = _doc("Episodes at once (local executor).", default=1)
-    noise: float = _doc("Oracle only: probability that a gold hunk becomes a corrupted edit.", default=0.0)
-    seed: int = _doc("Base seed; each sample derives its own.", default=0)
+# The rollout's config is the rollout's own (swelego.agent.rollout.RolloutConfig).
+TeacherConfig = RolloutConfig
 
 
 # The filter and export stages' configs are their components' own (one definition each).
@@ -133,12 +111,12 @@ TrajectoryFilterConfig = FilterConfig
 class CardConfig:
     """The dataset card (README.md with Hugging Face YAML front matter)."""
 
-    pretty_name: str | None = _doc("Title of the card; null = the build's name.", default=None)
-    description: str = _doc("A paragraph placed under the title.", default="")
-    license: str = _doc("License id for the front matter (the repositories' own licenses still apply).",
+    pretty_name: str | None = doc_field("Title of the card; null = the build's name.", default=None)
+    description: str = doc_field("A paragraph placed under the title.", default="")
+    license: str = doc_field("License id for the front matter (the repositories' own licenses still apply).",
                         default="other")
-    tags: list[str] = _doc("Extra Hub tags.", default_factory=list)
-    difficulty_buckets: list[Bucket] | None = _doc(
+    tags: list[str] = doc_field("Extra Hub tags.", default_factory=list)
+    difficulty_buckets: list[Bucket] | None = doc_field(
         "Buckets of turns per trajectory for the difficulty plots; null = SWE-Lego's curriculum "
         "(easy [0,50), medium [50,70), hard [70,inf)).", default=None)
 
@@ -147,23 +125,25 @@ class CardConfig:
 class BuildConfig:
     """`swelego data build`: repositories in, tasks + trajectories + SFT files + card out."""
 
-    name: str = _doc("Dataset name (card title, Hub config names).", default="swelego-dataset")
-    out: str = _doc("Output directory (`--out` overrides).", default="data-build")
-    namespace: str = _doc("Prefix of every Docker image the build creates.", default="swelego")
-    base: str = _doc("Base image of environment builds (bookworm, bullseye, trixie or any image).",
-                     default="bookworm")
-    executor: str = _doc("`local` threads or `ray` tasks for repositories and episodes (`--executor`).",
+    name: str = doc_field("Dataset name (card title, Hub config names).", default="swelego-dataset")
+    out: str = doc_field("Output directory (`--out` overrides).", default="data-build")
+    namespace: str = doc_field("Prefix of every Docker image the build creates.", default="swelego")
+    base: str | None = doc_field("Base image of environment builds (bookworm, bullseye, trixie or any image); "
+                                 "null = the Debian base of each repository's inferred Python.", default=None)
+    executor: str = doc_field("`local` threads or `ray` tasks for repositories and episodes (`--executor`).",
                          default="local")
-    ray_address: str | None = _doc("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
-    llm: LLMConfig = _doc("LLM endpoint for bug strategies and issue text.", default_factory=LLMConfig)
-    synthetic: SyntheticConfig = _doc("Synthetic tasks.", default_factory=SyntheticConfig)
-    real: RealConfig = _doc("Real tasks.", default_factory=RealConfig)
-    decontamination: DecontaminationConfig = _doc("SWE-bench overlap checks.",
+    ray_address: str | None = doc_field("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
+    llm: LLMConfig = doc_field("LLM endpoint for bug strategies and issue text.", default_factory=LLMConfig)
+    synthetic: SyntheticConfig = doc_field("Synthetic tasks.", default_factory=SyntheticConfig)
+    real: RealConfig = doc_field("Real tasks.", default_factory=RealConfig)
+    decontamination: DecontaminationConfig = doc_field("SWE-bench overlap checks.",
                                                   default_factory=DecontaminationConfig)
-    teacher: TeacherConfig = _doc("Rollout policy and sampling.", default_factory=TeacherConfig)
-    filter: FilterConfig = _doc("Trajectory filtering (swelego.trajectories.filter).", default_factory=FilterConfig)
-    export: ExportConfig = _doc("SFT exports (swelego.trajectories.export).", default_factory=ExportConfig)
-    card: CardConfig = _doc("Dataset card.", default_factory=CardConfig)
+    teacher: RolloutConfig = doc_field("Rollout policy, sampling and sandboxes (swelego.agent.rollout.RolloutConfig; "
+                                  "its out, executor and ray_address come from the build).",
+                                  default_factory=RolloutConfig)
+    filter: FilterConfig = doc_field("Trajectory filtering (swelego.trajectories.filter).", default_factory=FilterConfig)
+    export: ExportConfig = doc_field("SFT exports (swelego.trajectories.export).", default_factory=ExportConfig)
+    card: CardConfig = doc_field("Dataset card.", default_factory=CardConfig)
 
 
 def load_build_config(path: str | Path, overrides: dict | None = None) -> BuildConfig:
@@ -193,6 +173,8 @@ def check_config(cfg: BuildConfig) -> None:
     for k in cfg.real.validate:
         if k not in allowed:
             raise ConfigError(f"unknown config key real.validate.{k} (valid keys: {', '.join(allowed)})")
+    for part, keys in SET_BY_BUILD.items():
+        _set_by_build(getattr(cfg, part), part, keys)
     t = cfg.teacher
     if t.policy not in POLICIES:
         bad("teacher.policy", t.policy, POLICIES)
@@ -208,3 +190,11 @@ def check_config(cfg: BuildConfig) -> None:
         if k not in OUTCOMES:
             bad("filter.keep", k, OUTCOMES)
     cfg.export.check()
+
+
+def _set_by_build(part: Any, where: str, keys: dict[str, str]) -> None:
+    """Refuse a component field that the build sets from its own key (`keys`: field -> build key)."""
+    defaults = {f.name: f.default for f in fields(SynthConfig if where == "synthetic" else RolloutConfig)}
+    for name, build_key in keys.items():
+        if getattr(part, name) != defaults[name]:
+            raise ConfigError(f"{where}.{name} is set by the build from its `{build_key}` key; remove it")

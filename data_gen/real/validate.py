@@ -34,15 +34,15 @@ from pathlib import Path
 from data_gen.real.decontam import Decontaminator
 from data_gen.real.filters import Candidate, load_candidates
 from data_gen.real.mine_git import local_repository
-from data_gen.real.repair import EnvFailure, log_excerpt, repair_loop, repo_context
 from data_gen.sanitize import instance_image_name
 from data_gen.validate import broken_tests, run_selected, stable_baseline, validate_patch
 from swelego.errors import SwelegoError
-from swelego.harness import TestRun, apply_patch, make_eval_script, run_eval, run_tests
+from swelego.harness import apply_patch, make_eval_script, run_eval, run_tests
 from swelego.llm import client_from_options
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.buildbox import BuildBox
 from swelego.sandbox.docker import commit_image
+from swelego.sandbox.envrepair import EnvFailure, env_problem, log_excerpt, repair_loop, repo_context
 from swelego.sandbox.envspec import EnvSpec, dependency_key, infer_env
 from swelego.sandbox.images import (
     EnvImage,
@@ -157,23 +157,6 @@ def make_task_image(env_image: str, testbed: PreparedRepo, instance_id: str, *, 
             raise SwelegoError(f"{instance_id}: HEAD is {head[:12]} in the task image, not {testbed.base_commit[:12]}")
         commit_image(sb, name)
     return name
-
-
-def env_problem(run: TestRun, modules: set[str] = frozenset()) -> str | None:
-    """Why a test run shows a broken environment (None when it looks usable): no results,
-    nothing passing, or one of `modules` (test files) that cannot even be collected. Other
-    modules that fail to import do not condemn the environment: a task whose tests live there
-    is repaired on its own."""
-    if run.timed_out:
-        return "the test suite timed out"
-    errors = sorted(t for t, s in run.status.items() if s == "ERROR" and "::" not in t and t in modules)
-    if errors:
-        return f"{len(errors)} test module(s) fail to collect: {', '.join(errors[:3])}"
-    if not run.status:
-        return f"no test results in the output (exit code {run.exit_code})"
-    if not run.passed:
-        return "no test passes"
-    return None
 
 
 def try_environment(prepared: PreparedRepo, spec: EnvSpec, *, namespace: str, client,

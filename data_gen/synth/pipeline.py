@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from data_gen.sanitize import make_instance_image
@@ -31,57 +32,62 @@ from data_gen.synth.candidates import (
 from data_gen.validate import (
     Baseline,
     CoverageMap,
+    InferenceAudit,
     ValidateConfig,
     coverage_map,
+    inference_blocker,
+    per_test_budget,
     stable_baseline,
     validate_patch,
 )
+from swelego.config import doc_field
 from swelego.errors import SwelegoError
-from swelego.harness import apply_patch, make_eval_script
+from swelego.harness import apply_patch, make_eval_script, run_eval
 from swelego.llm import client_from_options
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
+from swelego.sandbox.envspec import EnvOverrides
 from swelego.sandbox.images import build_env_image
 from swelego.schema import TaskInstance
 from swelego.store import ResultStore
 
 STRATEGIES = ("procedural", "llm_rewrite", "llm_modify", "combine")
 FUNNEL = ("candidates", "applies", "breaks", "valid", "kept")
-# Extra packages of every synthetic environment image (coverage maps for test selection);
-# public so that a caller can build or look up the same image first.
-ENV_EXTRA_DEPS = ("pytest-cov",)
+# Extra packages of every synthetic environment image (coverage maps for test selection and
+# inference, per-test time budgets); public so that a caller can build or look up the same image first.
+ENV_EXTRA_DEPS = ("pytest-cov", "pytest-timeout")
 
 
 @dataclass
 class SynthConfig:
-    """Options of `swelego data synth`.
+    """How synthetic tasks are made (`swelego data synth`; the data build's `synthetic` part):
+    bugs injected into real repositories, validated against their own tests."""
 
-    out: output directory (dataset/, tasks.jsonl, candidates/<repo>-<version>.jsonl, funnel.json).
-    strategies: any of procedural, llm_rewrite, llm_modify, combine.
-    max_candidates: candidates per repository and strategy.
-    workers: warm sandboxes per repository validating in parallel.
-    seed: makes candidate generation reproducible.
-    validate: how candidates are validated (data_gen.validate.ValidateConfig: test selection,
-        PASS_TO_PASS inference and its audit, per-test budgets, test_timeout, baseline_runs).
-    namespace / base: image name prefix and base image of environment builds.
-    llm_base_url / llm_model / llm_key_env: OpenAI-compatible endpoint for the LLM
-        strategies and problem statements; without it they are skipped / templated.
-    executor / ray_address: run repositories locally or as Ray tasks.
-    """
-
-    out: str
-    strategies: tuple[str, ...] = ("procedural", "combine")
-    max_candidates: int = 30
-    workers: int = 1
-    seed: int = 0
-    validate: ValidateConfig = field(default_factory=ValidateConfig)
-    namespace: str = "swelego"
-    base: str = "bookworm"
-    llm_base_url: str | None = None
-    llm_model: str | None = None
-    llm_key_env: str = "OPENAI_API_KEY"
-    executor: str = "local"
-    ray_address: str | None = None
-    modifiers: tuple[str, ...] = ()
+    out: str = doc_field("Output directory: dataset/, tasks.jsonl, candidates/<repo>-<version>.jsonl, funnel.json "
+                         "(`--out`; the data build sets it to OUT/tasks/synthetic).", default="")
+    strategies: tuple[str, ...] = doc_field("Any of procedural, llm_rewrite, llm_modify, combine.",
+                                            default=("procedural", "combine"))
+    max_candidates: int = doc_field("Candidate bugs per repository and strategy.", default=30)
+    workers: int = doc_field("Warm sandboxes per repository validating candidates in parallel.", default=1)
+    seed: int = doc_field("Seed of candidate generation (same seed, same candidates).", default=0)
+    validate: ValidateConfig = doc_field("How candidates are validated (data_gen.validate.ValidateConfig).",
+                                         default_factory=ValidateConfig)
+    namespace: str = doc_field("Prefix of the image names (the data build sets its own).", default="swelego")
+    base: str | None = doc_field("Base image of environment builds: bookworm, bullseye, trixie or any image; null = "
+                                 "the Debian base of the inferred Python (the data build sets its own).", default=None)
+    env: EnvOverrides = doc_field("Changes to the inferred environment (swelego.sandbox.envspec.EnvOverrides: python, "
+                                  "extras, extra_deps, system_packages, setup, test_cmd, ...).",
+                                  default_factory=EnvOverrides)
+    llm_base_url: str | None = doc_field("OpenAI-compatible endpoint for the LLM strategies and problem statements; "
+                                         "without it they are skipped / templated (the data build: llm.base_url).",
+                                         default=None)
+    llm_model: str | None = doc_field("Model name at llm_base_url (the data build: llm.model).", default=None)
+    llm_key_env: str = doc_field("Environment variable with the LLM endpoint's key (the data build: "
+                                 "llm.api_key_env).", default="OPENAI_API_KEY")
+    executor: str = doc_field("Run repositories as `local` threads or `ray` tasks (the data build sets its own).",
+                              default="local")
+    ray_address: str | None = doc_field("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
+    modifiers: tuple[str, ...] = doc_field("Restrict the procedural modifiers to these names (empty: all).",
+                                           default=())
 
     def llm(self):
         return client_from_options(self.llm_base_url, self.llm_model, self.llm_key_env)
@@ -96,6 +102,7 @@ class RepoReport:
     records: list[dict] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    validation: dict = field(default_factory=dict)  # InferenceAudit.summary(): inference on/off, audits
 
 
 def _read_sources(sb: DockerSandbox) -> dict[str, str]:
@@ -117,7 +124,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
     report = RepoReport(source)
     client = docker_client()
     out = Path(cfg.out)
-    env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=ENV_EXTRA_DEPS,
+    env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=ENV_EXTRA_DEPS, overrides=cfg.env,
                           client=client, log=lambda m: None)
     report.repo, report.image = env.repo, env.image
     # One store per repository version: two versions of one package never share a file.
@@ -148,6 +155,10 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps({"baseline": baseline.to_json(),
                                          "coverage": cov.to_json() if cov is not None else None}))
+        audit = InferenceAudit(cfg.validate)
+        if audit.enabled and (cov is None or not cov.probed):
+            audit.enabled = False
+            report.notices.append("PASS_TO_PASS inference off: the cached coverage map has no probe data")
         report.baseline = {"passing": len(baseline.passing), "failing": len(baseline.failing),
                            "flaky": baseline.flaky, "seconds": round(baseline.seconds, 2)}
         files = _read_sources(first)
@@ -173,10 +184,11 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
         def run_one(c: Candidate) -> dict:
             if store.has(c.id):
                 rec = store.get(c.id)
+                audit.replay(rec)
             else:
                 sb = pool.get()
                 try:
-                    rec = _validate(sb, c, baseline, cov, env, cfg, llm, client)
+                    rec = _validate(sb, c, baseline, cov, env, cfg, llm, client, files, audit)
                 finally:
                     pool.put(sb)
                 store.put(c.id, rec)
@@ -196,6 +208,10 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
                 total[0] += len(combos)
                 records += list(ex.map(run_one, combos))
         report.records = records
+        report.validation = audit.summary()
+        for d in audit.disagreements:
+            report.notices.append(f"PASS_TO_PASS inference turned off for {env.repo}: candidate {d['candidate']}: "
+                                  f"{d['reason']}")
     finally:
         for sb in sandboxes:
             sb.close()
@@ -231,33 +247,88 @@ def _combined_patch(sb: DockerSandbox, combo: Candidate, by_id: dict[str, Candid
 
 
 def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: CoverageMap | None, env, cfg: SynthConfig,
-              llm, client) -> dict:
-    covering = None
+              llm, client, files: dict[str, str] | None = None, audit: InferenceAudit | None = None) -> dict:
+    vc = cfg.validate
+    audit = audit or InferenceAudit(vc)
+    covering, infer, blocker = None, False, None
     if cov is not None:
         covering = set()
         for path, start, end in c.spans:
-            covering |= cov.tests_for(path, start, end)
-    try:
-        outcome = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
-                                 covering=covering, timeout=cfg.validate.test_timeout)
-    except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the batch
-        sb.reset("fresh")
-        return {"candidate": c.to_json(), "status": "error", "error": str(e)[:500]}
-    rec = {"candidate": c.to_json(), "status": outcome.status, "fail_to_pass": len(outcome.fail_to_pass),
-           "pass_to_pass": len(outcome.pass_to_pass), "tests_run": outcome.tests_run,
-           "seconds": round(outcome.seconds, 3)}
-    if outcome.status == "timeout":
-        sb.reset("fresh")  # whatever hung may have left state behind
-    if outcome.status != "valid":
-        return rec
-    # -R swaps the prefixes too: these give the usual a/ (buggy, old) and b/ (fixed, new) labels.
-    fix_patch = sb.exec("git diff -R --no-color --src-prefix=b/ --dst-prefix=a/", timeout=60).output
-    try:
-        rec["row"] = _make_row(c, outcome, fix_patch, env, cfg, llm, client)
-        rec["status"] = "kept"
-    except SwelegoError as e:
-        rec["error"] = str(e)[:500]
+            covering |= cov.closure(path, start, end)
+        if audit.enabled:
+            blocker = inference_blocker(c.patch, files or {}, cov, baseline.passing + baseline.failing + baseline.flaky)
+            infer = blocker is None
+    budget = (lambda tests: per_test_budget(cov, tests, vc)) if cov is not None else None
+    rec = {"candidate": c.to_json()}
+    for attempt in range(2):
+        try:
+            outcome = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                                     covering=covering, timeout=vc.test_timeout, infer=infer, audit=audit.claim,
+                                     budget=budget, node_ids=cov.node_ids if cov is not None else None)
+        except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the batch
+            sb.reset("fresh")
+            return {**rec, "status": "error", "error": str(e)[:500]}
+        audit.record(c.id, outcome)
+        rec.update({"status": outcome.status, "fail_to_pass": len(outcome.fail_to_pass),
+                    "pass_to_pass": len(outcome.pass_to_pass), "tests_run": outcome.tests_run,
+                    "seconds": round(rec.get("seconds", 0) + outcome.seconds, 3), "validation": outcome.validation})
+        if blocker:
+            rec["inference_blocker"] = blocker
+        if outcome.agreed is not None:
+            rec["audit_agreed"] = outcome.agreed
+        if outcome.status == "timeout" and outcome.backstop:
+            sb.reset("fresh")  # the sandbox killed the run: whatever hung may have left state behind
+        if outcome.status != "valid":
+            return rec
+        # -R swaps the prefixes too: these give the usual a/ (buggy, old) and b/ (fixed, new) labels.
+        fix_patch = sb.exec("git diff -R --no-color --src-prefix=b/ --dst-prefix=a/", timeout=60).output
+        try:
+            row = _make_row(c, outcome, fix_patch, env, cfg, llm, client)
+        except SwelegoError as e:
+            rec["error"] = str(e)[:500]
+            return rec
+        t0 = time.monotonic()
+        problem = _verify(TaskInstance.from_row(row), client, vc) if vc.verify else None
+        rec["verify_seconds"] = round(rec.get("verify_seconds", 0) + time.monotonic() - t0, 3)
+        if problem is None:
+            rec["row"] = row
+            rec["status"] = "kept"
+            return rec
+        rec.update({"status": "grading_mismatch", "error": problem})
+        try:
+            client.images.remove(row["image"], force=True)
+        except Exception:  # noqa: BLE001 - a leftover image is harmless
+            pass
+        if outcome.validation != "inferred" or attempt:
+            return rec
+        # The official grading saw an inferred list wrong: inference is off for this repository,
+        # and this candidate gets its lists from a full-suite run.
+        rec["inference_wrong"] = True
+        audit.disagree(c.id, f"swebench grading of the inferred row: {problem}")
+        infer = False
     return rec
+
+
+def _verify(row: TaskInstance, client, vc: ValidateConfig) -> str | None:
+    """The final word: swebench grades the row in its own image (swebench's eval script and
+    grading). The gold patch must resolve it; the empty patch must not, with every FAIL_TO_PASS
+    test failing and every PASS_TO_PASS test passing. Returns the problem, None when it holds."""
+    with DockerSandbox(row.image, client=client, limits=SandboxLimits(exec_timeout=vc.test_timeout)) as sb:
+        gold = run_eval(sb, row, row.patch, timeout=vc.test_timeout)
+        if not gold.resolved:
+            return f"gold patch graded {gold.status}"
+        empty = run_eval(sb, row, "", timeout=vc.test_timeout)
+    if empty.resolved:
+        return "the empty patch resolves the row"
+    if not empty.report:
+        return f"the empty patch's run could not be graded ({empty.status})"
+    p2p_failed = empty.report.get("PASS_TO_PASS", {}).get("failure", [])
+    f2p_passed = empty.report.get("FAIL_TO_PASS", {}).get("success", [])
+    if p2p_failed:
+        return f"{len(p2p_failed)} PASS_TO_PASS test(s) fail without the fix, e.g. {p2p_failed[0]}"
+    if f2p_passed:
+        return f"{len(f2p_passed)} FAIL_TO_PASS test(s) pass without the fix, e.g. {f2p_passed[0]}"
+    return None
 
 
 def _make_row(c: Candidate, outcome, fix_patch: str, env, cfg: SynthConfig, llm, client) -> dict:
@@ -276,7 +347,7 @@ def _make_row(c: Candidate, outcome, fix_patch: str, env, cfg: SynthConfig, llm,
         log_parser=env.log_parser, version=env.version, source="synthetic", strategy=f"{c.strategy}/{c.modifier}",
         test_cmd=env.test_cmd,
         metadata={"candidate": c.id, "file": c.file, "entity": c.entity, "env_image": env.image,
-                  "statement": origin, "parts": c.parts, "source": env.source})
+                  "statement": origin, "parts": c.parts, "source": env.source, "validation": outcome.validation})
     return task.to_row()
 
 
@@ -289,7 +360,7 @@ def funnel(records: list[dict]) -> dict[str, dict[str, dict[str, int]]]:
     stages = {
         "candidates": lambda s: True,
         "applies": lambda s: s not in ("apply_failed", "error"),
-        "breaks": lambda s: s in ("invalid", "valid", "kept"),
+        "breaks": lambda s: s in ("invalid", "valid", "kept", "grading_mismatch"),
         "valid": lambda s: s in ("valid", "kept"),
         "kept": lambda s: s == "kept",
     }
@@ -319,4 +390,87 @@ def report_dict(reports: list[RepoReport], errors: dict[str, str]) -> dict:
                                                   for rep in reports], "errors": errors}
 
 
-__all__ = ["ENV_EXTRA_DEPS", "STRATEGIES", "SynthConfig", "synthesize_repo", "funnel", "collect_rows", "report_dict"]
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def synthesize_source(source: str, cfg: SynthConfig, progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """One repository: its environment image first (so a failed build is told apart from the
+    rest), then `synthesize_repo`. Never raises: failures come back in the record."""
+    t0 = time.monotonic()
+    try:
+        env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=ENV_EXTRA_DEPS, overrides=cfg.env,
+                              log=lambda m: None)
+    except Exception as e:  # noqa: BLE001 - reported per source
+        return {"source": source, "env": {"source": source, "ok": False, "error": _first_line(e),
+                                          "seconds": round(time.monotonic() - t0, 2)}}
+    rec: dict = {"source": source, "env": {
+        "source": source, "ok": True, "repo": env.repo, "version": env.version, "image": env.image,
+        "python": env.python, "built": env.built, "seconds": round(env.build_seconds, 2)}}
+    try:
+        rec["report"] = synthesize_repo(source, cfg, progress)
+    except Exception as e:  # noqa: BLE001
+        rec["error"] = _first_line(e)
+    return rec
+
+
+@dataclass
+class SynthResult:
+    """What `synthesize` made: the kept rows of these sources' candidates, one report per
+    repository that ran, the environment records, the errors by source and the funnel summary."""
+
+    rows: list[TaskInstance]
+    reports: list[RepoReport]
+    envs: list[dict]
+    errors: dict[str, str]
+    summary: dict
+
+
+def synthesize(sources: list[str], cfg: SynthConfig, progress: Callable[[str, int, int], None] | None = None,
+               on_source: Callable[[str, dict], None] | None = None) -> SynthResult:
+    """Synthetic tasks from `sources` (`pypi:NAME==VERSION`, git URL[@commit], local path[@rev]),
+    repositories in parallel by `cfg.executor`: writes cfg.out/tasks.jsonl (the kept rows of these
+    candidates; the candidate stores may hold earlier ones) and cfg.out/funnel.json. `progress(repo,
+    done, total)` follows candidates (local executor only: Ray workers cannot call back);
+    `on_source(source, record)` is called as each repository finishes. The one driver of
+    `swelego data synth` and the data build's synth stage."""
+    from swelego.executor import run_tasks
+    from swelego.schema import save_jsonl
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = list(dict.fromkeys(sources))
+    envs, reports, errors = [], [], {}
+    # Ray ships the function to other processes: only picklable state goes with it.
+    work = partial(synthesize_source, cfg=cfg, progress=progress if cfg.executor == "local" else None)
+    for source, res in run_tasks(work, sources, executor=cfg.executor, ray_address=cfg.ray_address):
+        if isinstance(res, BaseException):
+            res = {"source": source, "env": {"source": source, "ok": None}, "error": _first_line(res)}
+        envs.append(res["env"])
+        if not res["env"].get("ok"):
+            errors[source] = "environment build failed: " + res["env"].get("error", "")
+        elif "error" in res:
+            errors[source] = res["error"]
+        if "report" in res:
+            reports.append(res["report"])
+        if on_source is not None:
+            on_source(source, {**res, "error": errors.get(source)})
+    rows = sorted((TaskInstance.from_row(r["row"]) for rep in reports for r in rep.records
+                   if r.get("status") == "kept" and "row" in r), key=lambda t: t.instance_id)
+    save_jsonl(rows, out / "tasks.jsonl")
+    summary = report_dict(reports, errors)
+    summary["kept_rows"] = len(rows)
+    summary["envs"] = envs
+    # Sandbox time from the records: the clean-suite runs (median x runs, + the coverage run), every
+    # candidate's validation, and image builds made now.
+    suite_runs = cfg.validate.baseline_runs + int(cfg.validate.test_selection)
+    summary["container_seconds"] = round(sum(
+        float(rep.baseline.get("seconds", 0)) * suite_runs + sum(float(r.get("seconds", 0)) for r in rep.records)
+        for rep in reports) + sum(float(e.get("seconds", 0)) for e in envs if e.get("built")), 2)
+    (out / "funnel.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return SynthResult(rows=rows, reports=reports, envs=envs, errors=errors, summary=summary)
+
+
+__all__ = ["ENV_EXTRA_DEPS", "STRATEGIES", "SynthConfig", "SynthResult", "synthesize", "synthesize_repo",
+           "synthesize_source", "funnel", "collect_rows", "report_dict"]

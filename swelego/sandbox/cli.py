@@ -49,9 +49,15 @@ def env_base(spec):
               help="Override part of the inferred environment (repeatable): python, base_image, extras, extra_deps, "
                    "system_packages, setup, test_cmd, log_parser; lists comma-separated, KEY+=VALUE appends.")
 @click.option("--run-tests", is_flag=True, help="Run the test suite in a sandbox and report the parsed counts.")
+@click.option("--repair-attempts", default=1, show_default=True,
+              help="Attempts in all when the build or its test run fails (implies --run-tests): the next spec comes "
+                   "from the log by rules, then from the LLM when --llm-base-url/--llm-model are given.")
+@click.option("--llm-base-url", default=None, help="OpenAI-compatible endpoint for repairs.")
+@click.option("--llm-model", default=None, help="Model name at --llm-base-url.")
 @click.option("--timeout", default=1800, show_default=True, help="Seconds allowed for the test run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per source on stdout.")
-def env_build(sources, base, namespace, extra_deps, setup, test_cmd, sets, run_tests, timeout, as_json):
+def env_build(sources, base, namespace, extra_deps, setup, test_cmd, sets, run_tests, repair_attempts, llm_base_url,
+              llm_model, timeout, as_json):
     """Build the environment image of each SOURCE (reused when its spec is unchanged).
 
     SOURCE is `pypi:NAME==VERSION` (the sdist), a git URL[@commit], or a local path[@rev].
@@ -62,6 +68,7 @@ def env_build(sources, base, namespace, extra_deps, setup, test_cmd, sets, run_t
     from swelego.sandbox.envspec import EnvOverrides
     from swelego.sandbox.images import build_env_image
 
+    run_tests = run_tests or repair_attempts > 1
     try:
         overrides = EnvOverrides.parse(sets)
     except SwelegoError as e:
@@ -75,18 +82,27 @@ def env_build(sources, base, namespace, extra_deps, setup, test_cmd, sets, run_t
                 def log(msg, _s=status, _src=source):
                     _s.update(f"[bold]{escape(_src)}[/]: {escape(msg)}")
 
-                info = build_env_image(source, base=base, namespace=namespace, extra_deps=extra_deps,
-                                       setup=setup, test_cmd=test_cmd, overrides=overrides, client=client, log=log)
+                if repair_attempts > 1:
+                    info, run, attempts = _build_with_repair(source, base, namespace, extra_deps, setup, test_cmd,
+                                                             overrides, repair_attempts, llm_base_url, llm_model,
+                                                             timeout, client, log)
+                else:
+                    info = build_env_image(source, base=base, namespace=namespace, extra_deps=extra_deps,
+                                           setup=setup, test_cmd=test_cmd, overrides=overrides, client=client, log=log)
+                    run, attempts = None, []
                 row = {"source": source, **info.to_json(), "ok": True}
+                if attempts:
+                    row["attempts"] = [a.to_json() for a in attempts]
                 if not as_json:
                     err.print(f"[bold]{escape(source)}[/]: {escape(info.env_spec.summary())}", soft_wrap=True,
                               highlight=False)
                     for k, why in info.env_spec.evidence.items():
                         err.print(f"    {escape(k)}: {escape(str(why))}", soft_wrap=True, highlight=False)
-                if run_tests:
+                if run_tests or run is not None:
                     status.update(f"[bold]{escape(source)}[/]: running tests ...")
-                    with DockerSandbox(info.image, client=client) as sb:
-                        run = run_suite(sb, info.test_cmd, timeout=timeout, log_parser=info.log_parser)
+                    if run is None:
+                        with DockerSandbox(info.image, client=client) as sb:
+                            run = run_suite(sb, info.test_cmd, timeout=timeout, log_parser=info.log_parser)
                     row["tests"] = {**run.counts, "exit_code": run.exit_code, "timed_out": run.timed_out,
                                     "seconds": round(run.duration, 2), "consistent": run.consistent}
         except ImageBuildError as e:
@@ -104,6 +120,52 @@ def env_build(sources, base, namespace, extra_deps, setup, test_cmd, sets, run_t
         _print_env_table(results, run_tests)
     if failures:
         sys.exit(1)
+
+
+def _build_with_repair(source, base, namespace, extra_deps, setup, test_cmd, overrides, attempts, llm_base_url,
+                       llm_model, timeout, client, log):
+    """Build and test `source`, repairing the spec from the logs (envrepair.repair_loop)."""
+    import tempfile
+    from pathlib import Path
+
+    from swelego.harness import run_tests as run_suite
+    from swelego.llm import client_from_options
+    from swelego.sandbox import DockerSandbox, SandboxLimits
+    from swelego.sandbox.envrepair import EnvFailure, env_problem, log_excerpt, repair_loop, repo_context
+    from swelego.sandbox.images import build_env_image, cache_dir, resolve_spec
+    from swelego.sandbox.sources import RepoSource, prepare_testbed
+
+    with tempfile.TemporaryDirectory(prefix="swelego-repair-") as tmp:
+        prepared = prepare_testbed(RepoSource.parse(source), Path(tmp) / "tree", cache_dir())
+        first = resolve_spec(prepared.testbed, base=base, extra_deps=tuple(extra_deps), setup=tuple(setup),
+                             test_cmd=test_cmd, overrides=overrides)
+
+        def attempt(spec):
+            lines: list[str] = []
+            try:
+                info = build_env_image(source, spec=spec, namespace=namespace, client=client,
+                                       log=lambda m: (lines.append(m), log(m)))
+            except SwelegoError as e:
+                raise EnvFailure("build", str(e).splitlines()[0][:400],
+                                 log_excerpt("\n".join(lines) + "\n" + str(e))) from None
+            log("running tests ...")
+            with DockerSandbox(info.image, client=client, limits=SandboxLimits(exec_timeout=timeout)) as sb:
+                run = run_suite(sb, spec.test_cmd, timeout=timeout, log_parser=spec.log_parser)
+            if problem := env_problem(run):
+                raise EnvFailure("tests", problem, log_excerpt(run.log))
+            return info, run
+
+        result, last, tried = repair_loop(first, attempt, llm=client_from_options(llm_base_url, llm_model),
+                                          max_attempts=attempts, context=repo_context(prepared.testbed),
+                                          tree=prepared.testbed)
+    for a in tried:
+        mark = "[green]ok[/]" if a.ok else f"[red]{a.kind or a.stage}[/]: {escape(a.error[:120])}"
+        err.print(f"  attempt {a.number} ({a.source}{': ' + escape(a.reply[:60]) if a.reply else ''}): {mark}",
+                  soft_wrap=True, highlight=False)
+    if result is None:
+        real = [a for a in tried if a.stage != "repair"] or tried
+        raise SwelegoError(f"no working environment after {len(tried)} attempt(s): [{real[-1].kind}] {real[-1].error}")
+    return result[0], result[1], tried
 
 
 def _report_failure(source: str, e: Exception) -> None:
@@ -138,12 +200,42 @@ def sandbox():
 
 @sandbox.command("gc")
 @click.option("--all", "everything", is_flag=True, help="Also remove sandboxes whose driver is still running.")
-def sandbox_gc(everything):
-    """Remove sandbox containers left behind by killed runs."""
-    from swelego.sandbox import gc_containers
+@click.option("--images", "datasets", multiple=True, type=click.Path(exists=True),
+              help="A dataset (directory or tasks.jsonl) whose images are kept (repeatable): our environment, "
+                   "instance and system images that none of them references are pruned.")
+@click.option("--namespace", default=None, help="Prune only images under this prefix (system images always count).")
+@click.option("--apply", "apply_", is_flag=True, help="Remove the images (default: a dry run that lists them).")
+def sandbox_gc(everything, datasets, namespace, apply_):
+    """Remove sandbox containers left behind by killed runs; with --images, also list (or,
+    with --apply, remove) images that no given dataset references."""
+    from swelego.sandbox import docker_client, gc_containers
 
     removed = gc_containers(everything=everything)
     out.print(f"removed {len(removed)} sandbox container(s)")
+    if not datasets:
+        return
+    from swelego.sandbox.images import referenced_images, unreferenced_images
+
+    try:
+        referenced = referenced_images(list(datasets))
+    except SwelegoError as e:
+        err.print(f"[red]✗[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    client = docker_client()
+    prune = unreferenced_images(referenced, client=client, namespace=namespace)
+    total = sum(p["size"] for p in prune)
+    for p in prune:
+        if apply_:
+            try:
+                client.images.remove(p["image"], noprune=False)
+            except Exception as e:  # noqa: BLE001 - one image in use must not stop the rest
+                err.print(f"[yellow]kept[/] {escape(p['image'])}: {escape(str(e).splitlines()[0][:150])}")
+                continue
+        out.print(f"{'removed' if apply_ else 'would remove'} {p['kind']:8} {p['image']}  {p['size'] / 1e6:.0f} MB",
+                  highlight=False)
+    out.print(f"{len(prune)} image(s) unreferenced by {len(datasets)} dataset(s) ({len(referenced)} image names kept); "
+              f"{total / 1e9:.1f} GB apparent size" + ("" if apply_ else " — dry run, pass --apply to remove"),
+              highlight=False)
 
 
 @sandbox.command("exec")

@@ -484,7 +484,7 @@ def _declared_extras(tree: Path, pyproject: dict) -> set[str]:
     cp = _ini(_read(tree / "setup.cfg"))
     if cp.has_section("options.extras_require"):
         names |= set(cp.options("options.extras_require"))
-    m = re.search(r"extras_require\s*=\s*(\{.*?\n\s*\})", _read(tree / "setup.py"), re.S)
+    m = re.search(r"extras_require\s*=\s*(\{.*?\})", _read(tree / "setup.py"), re.S)
     if m:
         names |= set(re.findall(r"['\"]([A-Za-z0-9][\w.-]*)['\"]\s*:", m.group(1)))
     poetry = ((pyproject.get("tool") or {}).get("poetry") or {}).get("extras") or {}

@@ -627,3 +627,47 @@ def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, labels: dict
         error = str(e.explanation or e)
     if error:
         raise ImageBuildError(f"image build failed for {tag}: {error.splitlines()[-1][:300]}", _tail("\n".join(lines)))
+
+
+# -- pruning -------------------------------------------------------------------------------
+def referenced_images(datasets: list[str | Path]) -> set[str]:
+    """Every image a dataset's rows name: each row's `image` and the environment it came
+    from (`metadata.env_image`). Raises SwelegoError for a path that holds no dataset."""
+    from swelego.schema import load_dataset
+
+    names: set[str] = set()
+    for path in datasets:
+        try:
+            rows = load_dataset(path)
+        except (FileNotFoundError, OSError, ValueError) as e:
+            raise SwelegoError(f"{path}: not a task dataset ({e})") from None
+        for row in rows:
+            names.add(row.image)
+            if env := (row.metadata or {}).get("env_image"):
+                names.add(env)
+    return names
+
+
+def unreferenced_images(referenced: set[str], *, client: docker.DockerClient | None = None,
+                        namespace: str | None = None) -> list[dict]:
+    """Our environment, instance and system images (by their `swelego.kind` label; bases and
+    anything unlabelled are never listed) that no name in `referenced` needs: an environment
+    or instance image not named there, and a system image no kept environment starts from.
+    `namespace` limits the listing to images under that prefix. Each: {image, kind, size}."""
+    client = client or docker_client()
+    ours = []
+    for img in client.api.images(filters={"label": "swelego.kind"}):
+        labels = img.get("Labels") or {}
+        for tag in img.get("RepoTags") or []:
+            if tag == "<none>:<none>":
+                continue
+            ours.append({"image": tag, "kind": labels.get("swelego.kind", ""), "size": img.get("Size", 0),
+                         "system": json.loads(labels.get(ENV_LABEL) or "{}").get("system_image", "")})
+    if namespace:
+        ours = [o for o in ours if o["image"].startswith(namespace + "/") or o["kind"] == "system"]
+    out = [o for o in ours if o["kind"] in ("env", "instance") and o["image"] not in referenced]
+    gone = {o["image"] for o in out}
+    # a system image stays while anything kept starts from it
+    still = {o["system"] for o in ours if o["image"] not in gone and o["kind"] != "system" and o["system"]}
+    out += [o for o in ours if o["kind"] == "system" and o["image"] not in still]
+    return out
