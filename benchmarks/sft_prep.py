@@ -1,7 +1,7 @@
 """SFT data preparation benchmark: swelego's rendering + labelling versus TRL's own
 `assistant_only_loss` preparation, on the same trajectories and tokenizer.
 
-  (a) swelego, error masks  label every turn (sft.labels), render with the training template,
+  (a) swelego, error masks  label every turn (swelego.trajectories.labels), render with the training template,
                             batch-tokenize, labels with error turns masked (what `sft train` does)
   (b) swelego, no masks     the same without labelling (every assistant turn trained)
   (c) TRL                   SFTTrainer's dataset preparation of the conversational dataset with
@@ -43,8 +43,8 @@ def _load(args) -> list:
 
 
 def _ours(tok, template, trajs, mask: bool):
-    from sft.labels import label_trajectory
     from sft.tokens import render_conversations
+    from swelego.trajectories.labels import label_trajectory
 
     t0 = time.perf_counter()
     out = []

@@ -19,6 +19,7 @@ import yaml
 
 from swelego.config import config_to_dict
 from swelego.difficulty import TURN_BUCKETS, Bucket
+from swelego.records import read_jsonl
 
 SOURCES = ("synthetic", "real")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:%| s| min| h)?|\*\*.*\*\*|–")
@@ -34,16 +35,7 @@ def _json(path: Path, default: Any) -> Any:
 
 def _jsonl(path: Path) -> list[dict]:
     """The records of a JSONL file of the build ([] when missing; a torn line skipped)."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    return read_jsonl(path, missing_ok=True)
 
 
 def _outcome(rec: dict) -> str:

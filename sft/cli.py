@@ -50,7 +50,8 @@ def label_cmd(traj, out_dir, config_path, disable, enable, mask_source):
 
     from sft.config import SFTRunConfig, config_to_dict, load_config
     from sft.data import iter_trajectories
-    from sft.labels import ALL_RULES, LabelRules, LabelSummary, turn_labels
+    from swelego.records import atomic_writer
+    from swelego.trajectories.labels import ALL_RULES, LabelRules, LabelSummary, turn_labels
 
     rules = load_config(SFTRunConfig, config_path).data.rules if config_path else LabelRules()
     for name in (*disable, *enable):
@@ -62,8 +63,7 @@ def label_cmd(traj, out_dir, config_path, disable, enable, mask_source):
     dest.mkdir(parents=True, exist_ok=True)
     summary = LabelSummary()
     bad = 0
-    tmp = dest / "labels.jsonl.tmp"
-    with tmp.open("w", encoding="utf-8") as fh, Progress(
+    with atomic_writer(dest / "labels.jsonl") as fh, Progress(
             SpinnerColumn(), TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err, transient=True) as bar:
         task = bar.add_task("label", total=None)
@@ -77,7 +77,6 @@ def label_cmd(traj, out_dir, config_path, disable, enable, mask_source):
             summary.add(labels)
             fh.write(json.dumps({"source": where, "instance_id": t.instance_id,
                                  "labels": [lab.to_dict() for lab in labels]}, ensure_ascii=False) + "\n")
-    tmp.replace(dest / "labels.jsonl")
     result = {**summary.to_dict(), "unreadable_records": bad, "rules": config_to_dict(rules)}
     (dest / "summary.json").write_text(json.dumps(result, indent=2))
 

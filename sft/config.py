@@ -75,7 +75,7 @@ class DataConfig:
         "max_length tokens; the cut turn keeps its trained tokens). Counts go to the run card.", default="drop")
     error_mask: bool = _help("Give error turns no loss (they stay in the context). Off = every assistant turn "
                              "is trained.", default=True)
-    rules: LabelRules = _help("The error rules (sft.labels.LabelRules).", default_factory=LabelRules)
+    rules: LabelRules = _help("The error rules (swelego.trajectories.labels.LabelRules).", default_factory=LabelRules)
     mask_source: str = _help(
         "Which turns error masking masks: `rules` (the error rules above), `imported` (the masks the data "
         "shipped: SWE-Lego's per-message `turn_mask`, kept by the importers; trajectories without any train "

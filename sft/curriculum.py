@@ -16,6 +16,7 @@ from pathlib import Path
 from sft.config import Bucket, CurriculumConfig, CurriculumStage
 from swelego.difficulty import bucket_of  # noqa: F401 - part of the curriculum API
 from swelego.errors import SwelegoError
+from swelego.records import read_jsonl
 from swelego.trajectories.record import Trajectory
 
 MEASURES = ("turns", "pass_rate")
@@ -38,9 +39,9 @@ def failure_rates(trajectories: Iterable[Trajectory], pass_rates_file: str | Non
             data = json.loads(text)
         except json.JSONDecodeError:
             try:
-                data = [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as e:
-                raise SwelegoError(f"{p}: neither JSON nor JSONL ({e.msg} at line {e.lineno})") from None
+                data = read_jsonl(p, strict=True)
+            except ValueError as e:
+                raise SwelegoError(f"neither JSON nor JSONL: {e}") from None
         if isinstance(data, dict) and "instance_id" in data and "pass_rate" in data:
             data = [data]
         try:

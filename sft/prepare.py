@@ -1,6 +1,6 @@
 """Trajectories -> a pre-tokenized dataset (`input_ids`, `labels`) with error masks and difficulty.
 
-Each trajectory is labelled (sft.labels; `data.mask_source` picks the error rules, the masks the
+Each trajectory is labelled (swelego.trajectories.labels; `data.mask_source` picks the error rules, the masks the
 data shipped with, or both), rendered with the training chat template
 (sft.tokens) and given its difficulty value and bucket (sft.curriculum). Trajectories that
 cannot train are dropped and counted: unreadable records, render failures, over-length ones
@@ -20,9 +20,9 @@ from pathlib import Path
 from sft.config import CurriculumConfig, DataConfig, config_to_dict
 from sft.curriculum import assistant_turns, bucket_of, failure_rates
 from sft.data import iter_trajectories
-from sft.labels import MASK_SOURCES, LabelSummary, turn_labels
 from sft.tokens import IGNORE_INDEX, RenderError, render_conversations
 from swelego.errors import SwelegoError
+from swelego.trajectories.labels import MASK_SOURCES, LabelSummary, turn_labels
 from swelego.trajectories.record import REASONING_MODES, Trajectory, reasoning_messages
 
 log = logging.getLogger("sft.prepare")

@@ -27,6 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from swelego.records import iter_jsonl, write_jsonl_atomic
+
 SWEBENCH_FIELDS = (
     "instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "FAIL_TO_PASS",
     "PASS_TO_PASS", "image", "eval_script", "log_parser", "eval_type", "version", "created_at",
@@ -139,12 +141,7 @@ def _encode_arrow_extras(row: dict[str, Any], columns: list[str]) -> dict[str, A
 
 def save_jsonl(tasks: Iterable[TaskInstance], path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for t in tasks:
-            f.write(json.dumps(t.to_row(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_jsonl_atomic(path, (t.to_row() for t in tasks))
     return path
 
 
@@ -165,18 +162,17 @@ def load_jsonl(path: str | Path, *, problems: list[str] | None = None) -> list[T
     """Task rows of a JSONL file. A malformed line raises ValueError (`file:N: ...`); with
     `problems`, that line is appended there instead and the load goes on with the rest."""
     out = []
-    with Path(path).open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError(f"a JSON {type(row).__name__}, not an object")
-                    out.append(TaskInstance.from_row(row))
-                except Exception as e:
-                    if problems is None:
-                        raise ValueError(row_problem(f"{path}:{n}", e)) from None
-                    problems.append(row_problem(f"{path}:{n}", e))
+    for n, row in iter_jsonl(path):
+        try:
+            if isinstance(row, ValueError):
+                raise row
+            if not isinstance(row, dict):
+                raise ValueError(f"a JSON {type(row).__name__}, not an object")
+            out.append(TaskInstance.from_row(row))
+        except Exception as e:
+            if problems is None:
+                raise ValueError(row_problem(f"{path}:{n}", e)) from None
+            problems.append(row_problem(f"{path}:{n}", e))
     return out
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from swelego.records import recover_jsonl
+
 
 class ResultStore:
     def __init__(self, path: str | Path, key_of: Callable[[dict[str, Any]], str] | None = None):
@@ -25,25 +27,13 @@ class ResultStore:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn write from a killed process
-            try:
-                rec = json.loads(line)
-                if self.key_of is not None:
-                    self._records[self.key_of(rec)] = rec
-                else:
-                    self._records[rec["key"]] = rec["value"]
-            except (ValueError, KeyError):
-                break
-            good += len(line)
-        if good < len(data):
-            with self.path.open("r+b") as f:  # drop the torn tail so appends start on a line
-                f.truncate(good)
+        def add(rec: Any) -> None:
+            if self.key_of is not None:
+                self._records[self.key_of(rec)] = rec
+            else:
+                self._records[rec["key"]] = rec["value"]
+
+        recover_jsonl(self.path, accept=add)  # a torn tail is cut, so appends start on a line
 
     def has(self, key: str) -> bool:
         return key in self._records

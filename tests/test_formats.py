@@ -357,7 +357,7 @@ def test_sharegpt_export_masks_error_turns_from_steps():
 
 def test_sharegpt_default_labels_and_explicit_turns():
     traj = make_trajectory()
-    row = to_sharegpt(traj)  # sft.labels when importable, else the step flags
+    row = to_sharegpt(traj)  # the error-label rules (swelego.trajectories.labels)
     masks = [m["turn_mask"] for m in row["messages"] if m["role"] == "assistant"]
     assert masks[3] is True and all(isinstance(x, bool) for x in masks)
     explicit = to_sharegpt(traj, error_turns={2, 12})
@@ -762,3 +762,162 @@ def test_real_oracle_episode_round_trips(toy_task, client):
     assert canon(via_sharegpt.messages) == canon(traj.messages)
     assert via_sharegpt.tools == traj.tools == TOOL_SCHEMAS
     assert [s.error for s in via_sharegpt.steps] == [s.error for s in traj.steps]
+
+
+# -- Harbor ATIF -------------------------------------------------------------------------------
+
+
+def _atif_valid(doc: dict) -> None:
+    """The rules of the ATIF RFC (v1.7) a document must meet: required fields and their types,
+    step ids 1..n, sources, agent-only fields, results paired with the step's own calls."""
+    from swelego.trajectories.atif import SCHEMA_VERSION
+
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["schema_version"].startswith("ATIF-v1.")
+    assert isinstance(doc["session_id"], str) and doc["session_id"]
+    assert isinstance(doc["agent"]["name"], str) and isinstance(doc["agent"]["version"], str)
+    for t in doc["agent"].get("tool_definitions", []):
+        assert t["type"] == "function" and isinstance(t["function"]["name"], str)
+    assert [s["step_id"] for s in doc["steps"]] == list(range(1, len(doc["steps"]) + 1))
+    for s in doc["steps"]:
+        assert s["source"] in ("system", "user", "agent") and isinstance(s["message"], str)
+        if s["source"] != "agent":
+            assert not {"tool_calls", "reasoning_content", "model_name", "metrics"} & set(s), s
+            continue
+        ids = []
+        for c in s.get("tool_calls", []):
+            assert isinstance(c["tool_call_id"], str) and isinstance(c["function_name"], str)
+            assert isinstance(c["arguments"], dict)
+            ids.append(c["tool_call_id"])
+        for r in s.get("observation", {"results": []})["results"]:
+            assert r.get("source_call_id") in ids and isinstance(r["content"], str)
+        assert isinstance(s.get("llm_call_count", 0), int)
+    fm = doc.get("final_metrics", {})
+    assert fm.get("total_steps", len(doc["steps"])) == len(doc["steps"])
+    for k in ("total_prompt_tokens", "total_completion_tokens", "total_cached_tokens"):
+        assert isinstance(fm.get(k, 0), int)
+    assert json.loads(json.dumps(doc)) == doc
+
+
+def _calls_and_results(traj: Trajectory) -> tuple[list, list]:
+    calls = [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+             for m in traj.messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    results = [(m["tool_call_id"], m["content"]) for m in traj.messages if m["role"] == "tool"]
+    return calls, results
+
+
+def _atif_calls_and_results(doc: dict) -> tuple[list, list]:
+    steps = [s for s in doc["steps"] if s["source"] == "agent"]
+    calls = [(c["tool_call_id"], c["function_name"], c["arguments"]) for s in steps for c in s.get("tool_calls", [])]
+    results = [(r["source_call_id"], r["content"]) for s in steps for r in s.get("observation", {}).get("results", [])]
+    return calls, results
+
+
+def test_atif_export_keeps_calls_results_stats_masks_and_usage():
+    from swelego.trajectories.atif import to_atif
+
+    traj = make_trajectory()
+    traj.policy, traj.model = "openai", "qwen3-coder"
+    traj.usage = {"prompt_tokens": 12000, "completion_tokens": 900, "requests": 9}
+    traj.sampling = {"temperature": 0.7, "sample": 2}
+    traj.messages[4] = {**traj.messages[4], "reasoning_content": "The stats module is next."}
+    doc = to_atif(traj, error_turns={8})
+    _atif_valid(doc)
+    assert doc["session_id"] == "toy__toycalc-1:2"
+    assert doc["agent"]["model_name"] == "qwen3-coder" and doc["agent"]["tool_definitions"] == TOOL_SCHEMAS
+    assert doc["agent"]["extra"] == {"policy": "openai"}
+    assert _atif_calls_and_results(doc) == _calls_and_results(traj)
+    sources = [s["source"] for s in doc["steps"]]
+    # system, task, then one agent step per assistant message; the nudge is a user step
+    assert sources == ["system", "user"] + ["agent"] * 7 + ["user", "agent"]
+    agent = [s for s in doc["steps"] if s["source"] == "agent"]
+    assert agent[1]["reasoning_content"] == "The stats module is next." and "reasoning_content" not in agent[0]
+    assert [s["extra"]["turn_mask"] for s in agent] == [False, False, False, True, False, False, False, False]
+    assert all(s["llm_call_count"] == 1 and s["model_name"] == "qwen3-coder" for s in agent)
+    bad_edit = agent[3]["observation"]["results"][0]["extra"]
+    assert bad_edit == {"tool": "str_replace_editor", "error": True, "error_kind": "not_unique"}
+    assert agent[2]["observation"]["results"][0]["extra"]["exit_code"] == 1
+    assert [len(s.get("observation", {}).get("results", [])) for s in agent] == [1, 1, 1, 1, 1, 2, 0, 1]
+    assert doc["final_metrics"] == {"total_steps": 11, "total_prompt_tokens": 12000, "total_completion_tokens": 900,
+                                    "extra": {"llm_requests": 9}}
+    assert doc["extra"]["instance_id"] == "toy__toycalc-1" and doc["extra"]["resolved"] is True
+    assert doc["extra"]["patch"] == traj.patch and doc["extra"]["exit_reason"] == "finish"
+
+
+def test_atif_arguments_that_are_not_an_object_and_a_malformed_turn():
+    from swelego.trajectories.atif import to_atif
+
+    traj = Trajectory(instance_id="x__y-1", policy="openai", messages=[
+        {"role": "user", "content": "fix it"},
+        {"role": "assistant", "content": "<function=execute_bash>", "parse_errors": ["call 1: not closed"]},
+        {"role": "user", "content": MALFORMED.format(errors="call 1: not closed")},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "k", "type": "function", "function": {"name": "execute_bash", "arguments": "ls -la"}}]},
+        {"role": "tool", "tool_call_id": "k", "content": "ERROR: arguments are not valid JSON"},
+    ], steps=[Step("", error=True, error_kind="malformed_call", message_index=1),
+              Step("execute_bash", error=True, error_kind="bad_arguments", message_index=3)])
+    doc = to_atif(traj)
+    _atif_valid(doc)
+    steps = doc["steps"]
+    assert steps[1]["extra"] == {"turn_mask": False, "malformed_call": True} and "tool_calls" not in steps[1]
+    [call] = steps[3]["tool_calls"]
+    assert call["arguments"] == {} and call["extra"] == {"raw_arguments": "ls -la"}
+    assert steps[3]["observation"]["results"][0]["extra"]["error_kind"] == "bad_arguments"
+    assert "model_name" not in doc["agent"] and "final_metrics" in doc
+
+
+def test_atif_export_command_and_build_stage_agree(tmp_path):
+    from swelego.trajectories.atif import to_atif
+    from swelego.trajectories.export import ExportConfig, export
+    from swelego.trajectories.labels import label_trajectory
+
+    trajs = [make_trajectory(), make_trajectory(False)]
+    src = tmp_path / "trajectories.jsonl"
+    _write_jsonl(src, [t.to_dict() for t in trajs] + ["{torn"])
+    out = tmp_path / "atif.json"
+    r = CliRunner().invoke(data, ["export", str(src), "--format", "atif", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "2 record(s) converted" in r.stderr and "1 failed" in r.stderr and "trajectories.jsonl:3" in r.stderr
+    docs = json.loads(out.read_text())
+    expected = [to_atif(t, {lab.message_index for lab in label_trajectory(t) if lab.error}) for t in trajs]
+    assert docs == expected
+    for doc in docs:
+        _atif_valid(doc)
+    # the build's export stage calls the same function into a folder: atif.jsonl, one document a line
+    from swelego.records import iter_records
+
+    summary = export(iter_records(src), ["atif"], tmp_path / "sft", cfg=ExportConfig(formats=["atif"]),
+                     log=lambda line: None)
+    assert summary == {"records": 3, "failed": {"atif": 1}, "atif": 2}
+    lines = (tmp_path / "sft" / "atif.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == expected
+    assert json.loads((tmp_path / "sft" / "export.json").read_text()) == summary
+
+
+@pytest.mark.docker
+def test_real_oracle_episode_exports_as_atif(toy_task, client, tmp_path):
+    """An oracle episode recorded in a real sandbox (and graded) becomes a valid ATIF document
+    that holds every call, argument and observation of the rollout."""
+    from swelego.agent import OraclePolicy, run_episode
+    from swelego.sandbox import DockerSandbox
+    from swelego.trajectories.atif import to_atif
+
+    with DockerSandbox(toy_task.image, client=client) as sb:
+        traj = run_episode(toy_task, sb, OraclePolicy(toy_task), policy_name="oracle")
+    assert traj.exit_reason == "finish" and traj.resolved is True
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "trajectories.jsonl").write_text(traj.to_json() + "\n")
+    out = tmp_path / "atif.jsonl"
+    r = CliRunner().invoke(data, ["export", str(tmp_path / "run"), "--format", "atif", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    [line] = out.read_text().splitlines()
+    doc = json.loads(line)
+    _atif_valid(doc)
+    assert doc == to_atif(Trajectory.from_json(traj.to_json()), ())  # the oracle's turns carry no error
+    assert _atif_calls_and_results(doc) == _calls_and_results(traj)
+    assert doc["extra"]["resolved"] is True and doc["extra"]["patch"] == traj.patch and traj.patch.strip()
+    agent = [s for s in doc["steps"] if s["source"] == "agent"]
+    assert len(agent) == traj.turns and all(s["llm_call_count"] == 0 for s in agent)  # no LLM behind it
+    assert "model_name" not in doc["agent"] and doc["agent"]["tool_definitions"] == traj.tools
+    stats = [r["extra"] for s in agent for r in s.get("observation", {}).get("results", [])]
+    assert [(x["tool"], x["error"]) for x in stats] == [(s.tool, s.error) for s in traj.steps]
+    assert any("exit_code" in x for x in stats) and doc["final_metrics"]["total_steps"] == len(doc["steps"])

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sft.labels import LabelRules, LabelSummary, label_trajectory
 from sft.synthetic import synthetic_dataset
 from swelego.agent.tools import TOOL_SCHEMAS
+from swelego.trajectories.labels import LabelRules, LabelSummary, label_trajectory
 from swelego.trajectories.record import Step, Trajectory
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from sft.config import CurriculumConfig, DataConfig
-from sft.labels import label_trajectory
 from sft.prepare import prepare_dataset
 from sft.synthetic import compact_tools, synthetic_dataset, synthetic_episode, write_jsonl
 from sft.tiny import build_tiny_model, build_tiny_tokenizer
 from sft.tokens import IGNORE_INDEX, render_conversations, render_prompt_completion, training_chat_template
+from swelego.trajectories.labels import label_trajectory
 
 
 @pytest.fixture(scope="module")

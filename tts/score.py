@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from swelego.errors import SwelegoError
+from swelego.records import iter_jsonl, write_jsonl_atomic
 from swelego.schema import TaskInstance
 from swelego.store import ResultStore
 from swelego.trajectories.record import Trajectory
@@ -119,12 +120,15 @@ class InputReport:
 
 
 def _lines(path: Path):
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                yield n, line
+    """(line number, record or the ValueError of a line that is not JSON); nothing for no file."""
+    if path.is_file():
+        yield from iter_jsonl(path)
+
+
+def _json(rec):
+    if isinstance(rec, ValueError):
+        raise rec
+    return rec
 
 
 def load_tasks(path: Path, report: InputReport) -> dict[str, TaskInstance]:
@@ -134,7 +138,7 @@ def load_tasks(path: Path, report: InputReport) -> dict[str, TaskInstance]:
     for n, line in _lines(path):
         report.task_lines += 1
         try:
-            row = json.loads(line)
+            row = _json(line)
             if not isinstance(row, dict):
                 raise ValueError(f"a JSON {type(row).__name__}, not an object")
             task = TaskInstance.from_row(row)
@@ -152,7 +156,7 @@ def load_samples(path: Path, tasks: dict[str, TaskInstance], report: InputReport
     for n, line in _lines(path):
         report.sample_lines += 1
         try:
-            raw = json.loads(line)
+            raw = _json(line)
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
             if "messages" not in raw and "model_patch" in raw:  # a swebench prediction line
@@ -195,7 +199,7 @@ def attach_scores(path: Path, candidates: dict[str, list[Candidate]], report: In
     for n, line in _lines(path):
         report.score_lines += 1
         try:
-            rec = json.loads(line)
+            rec = _json(line)
             key = (str(rec["instance_id"]), int(rec["sample"]))
             score = rec["score"]
             score = None if score is None else float(score)
@@ -366,9 +370,7 @@ def tts_score(cfg: ScoreConfig, log: Callable[[str], None] = print) -> dict[str,
 
     selected = {iid: select(cs) for iid, cs in sorted(cands.items())}
     preds = [{"instance_id": iid, "model_name_or_path": model, "model_patch": c.patch} for iid, c in selected.items()]
-    tmp = root / "predictions.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(p) + "\n" for p in preds), encoding="utf-8")
-    tmp.replace(root / "predictions.jsonl")
+    write_jsonl_atomic(root / "predictions.jsonl", preds, ensure_ascii=True)
 
     if cfg.grade == "all":
         wanted = [c for c in all_cands if c.patch.strip()]

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swelego.records import iter_jsonl, read_jsonl, write_jsonl_atomic
 from swelego.trajectories.record import Trajectory
 from verifier.prompt import JudgeFormatter
 
@@ -76,27 +77,26 @@ def load_trajectories(paths: Iterable[str | Path], report: LoadReport | None = N
     pending: list[Trajectory] = []
     for path in trajectory_files(paths):
         report.files += 1
-        with path.open(encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    traj = Trajectory.from_dict(json.loads(line))
-                    if not traj.instance_id:
-                        raise ValueError("no instance_id")
-                except Exception as e:
-                    report.bad_lines.append(f"{path}:{n}: {type(e).__name__}: {str(e)[:120]}")
-                    continue
-                idx = sample_index(traj)
-                if idx is None:
-                    pending.append(traj)
-                    continue
-                if (traj.instance_id, idx) in seen:
-                    report.duplicates += 1
-                    continue
-                seen.add((traj.instance_id, idx))
-                traj.sampling = {**traj.sampling, "sample": idx}
-                out.append(traj)
+        for n, rec in iter_jsonl(path):
+            try:
+                if isinstance(rec, ValueError):
+                    raise rec
+                traj = Trajectory.from_dict(rec)
+                if not traj.instance_id:
+                    raise ValueError("no instance_id")
+            except Exception as e:
+                report.bad_lines.append(f"{path}:{n}: {type(e).__name__}: {str(e)[:120]}")
+                continue
+            idx = sample_index(traj)
+            if idx is None:
+                pending.append(traj)
+                continue
+            if (traj.instance_id, idx) in seen:
+                report.duplicates += 1
+                continue
+            seen.add((traj.instance_id, idx))
+            traj.sampling = {**traj.sampling, "sample": idx}
+            out.append(traj)
     for traj in pending:
         idx = 0
         while (traj.instance_id, idx) in seen:
@@ -192,9 +192,7 @@ def write_judge_data(data: JudgeData, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", data.train), ("eval", data.eval)):
-        tmp = out / f"{name}.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(out / f"{name}.jsonl")
+        write_jsonl_atomic(out / f"{name}.jsonl", rows)
     features = datasets.Features({
         "instance_id": datasets.Value("string"), "sample": datasets.Value("int64"),
         "policy": datasets.Value("string"),
@@ -215,7 +213,4 @@ def is_judge_data(path: str | Path) -> bool:
 
 
 def read_judge_split(path: str | Path, split: str) -> list[dict]:
-    f = Path(path) / f"{split}.jsonl"
-    if not f.is_file():
-        return []
-    return [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(Path(path) / f"{split}.jsonl", missing_ok=True, strict=True)

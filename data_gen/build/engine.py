@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from swelego.config import config_to_dict, dump_config
 from swelego.errors import SwelegoError
+from swelego.records import append_jsonl, write_json_atomic
 
 FORMAT = 1  # bump when the layout of a stage's outputs changes: every key changes with it
 
@@ -64,10 +65,7 @@ class StageState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        write_json_atomic(path, asdict(self), ensure_ascii=True, newline=False)
 
 
 @dataclass
@@ -319,8 +317,7 @@ class _Run:
 
     def append_record(self) -> None:
         self.record["finished_at"] = now()
-        with (self.out / "state" / "runs.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(self.record) + "\n")
+        append_jsonl(self.out / "state" / "runs.jsonl", [self.record], ensure_ascii=True)
 
 
 def run_stages(cfg: Any, stages: tuple[Stage, ...], *, display: Display, only: list[str] | None = None,

@@ -14,7 +14,6 @@ rich display.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from datetime import datetime
@@ -28,6 +27,7 @@ from data_gen.build.config import BuildConfig, check_config
 from data_gen.build.display import BuildProgress
 from data_gen.build.engine import BuildReport, Context, Stage, StageResult, first_line, run_stages
 from swelego.config import config_to_dict
+from swelego.records import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 
 def _seconds_between(start: str, end: str) -> float:
@@ -37,46 +37,14 @@ def _seconds_between(start: str, end: str) -> float:
         return 0.0
 
 
-def _write_json(path: Path, data: Any, indent: int | None = 2) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def _write_jsonl(path: Path, records) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of a killed writer
-    return out
-
-
 def wanted_trajectories(out: Path, samples: int) -> list[dict]:
     """The rollouts of the current tasks (sample < samples), one per (instance, sample), in file order.
 
     The rollout store may still hold samples of tasks a config change removed."""
     from swelego.agent.rollout import current_trajectories
 
-    ids = {r["instance_id"] for r in _read_jsonl(out / "tasks" / "tasks.jsonl")}
-    return current_trajectories(_read_jsonl(out / "trajectories" / "trajectories.jsonl"), ids, samples)
+    ids = {r["instance_id"] for r in read_jsonl(out / "tasks" / "tasks.jsonl", missing_ok=True)}
+    return current_trajectories(read_jsonl(out / "trajectories" / "trajectories.jsonl", missing_ok=True), ids, samples)
 
 
 # -- stage: synthetic tasks ----------------------------------------------------------------------------
@@ -165,7 +133,7 @@ def run_synth(ctx: Context) -> StageResult:
     summary["container_seconds"] = round(sum(
         float(rep.baseline.get("seconds", 0)) * suite_runs + sum(float(r.get("seconds", 0)) for r in rep.records)
         for rep in reports) + sum(float(e.get("seconds", 0)) for e in envs if e.get("built")), 2)
-    _write_json(out / "funnel.json", summary)
+    write_json_atomic(out / "funnel.json", summary)
     total = summary["funnel"]["all"].get("all", {})
     return StageResult(outputs=["tasks/synthetic/tasks.jsonl", "tasks/synthetic/funnel.json"],
                        summary={"repositories": len(sources), "errors": errors, "rows": len(rows),
@@ -204,7 +172,7 @@ def run_real(ctx: Context) -> StageResult:
                                "envs": {}, "container_seconds": 0.0}
     if not (git_sources or github):
         save_jsonl([], out / "tasks.jsonl")
-        _write_json(out / "summary.json", summary)
+        write_json_atomic(out / "summary.json", summary)
         ctx.bar.update(total=0, status="no git or github sources")
         return StageResult(outputs=["tasks/real/tasks.jsonl", "tasks/real/summary.json"],
                            summary={"rows": 0, "candidates": 0, "valid": 0})
@@ -248,7 +216,7 @@ def run_real(ctx: Context) -> StageResult:
     summary["envs"] = v.get("envs", {})
     # Validation runs in sandboxes for most of each repository's time: its wall time is the sandbox time.
     summary["container_seconds"] = round(sum(float(r.get("seconds", 0)) for r in v.get("repos", [])), 2)
-    _write_json(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return StageResult(outputs=["tasks/real/tasks.jsonl", "tasks/real/summary.json"],
                        summary={"rows": len(rows), **summary["funnel"]},
                        container_seconds=summary["container_seconds"], failed=failed)
@@ -284,7 +252,7 @@ def run_tasks_stage(ctx: Context) -> StageResult:
     save_dataset(rows, ctx.out / "tasks")
     report = {"rows": len(rows), "dropped": dropped,
               "by_source": {s: sum(t.source == s for t in rows) for s in sorted({t.source for t in rows})}}
-    _write_json(ctx.out / "tasks" / "report.json", report)
+    write_json_atomic(ctx.out / "tasks" / "report.json", report)
     ctx.bar.update(completed=len(rows), total=len(rows), status=f"{len(rows)} tasks, {len(dropped)} dropped")
     if not rows:
         ctx.log("warning: no tasks were produced; later stages have nothing to work on (see logs/build.log)")
@@ -331,8 +299,8 @@ def run_rollout(ctx: Context) -> StageResult:
     # Keep trajectories.jsonl = the rollouts of the current tasks (a config change may have dropped some).
     path = ctx.out / "trajectories" / "trajectories.jsonl"
     kept = wanted_trajectories(ctx.out, rcfg.samples)
-    if len(_read_jsonl(path)) != len(kept):
-        _write_jsonl(path, kept)
+    if len(read_jsonl(path, missing_ok=True)) != len(kept):
+        write_jsonl_atomic(path, kept)
     container = sum(_seconds_between(r.get("started_at", ""), r.get("finished_at", "")) for r in kept)
     return StageResult(outputs=["trajectories/trajectories.jsonl"], artifacts=["trajectories/summary.json"],
                        summary={"trajectories": summary.trajectories, "ran": summary.ran, "failed": summary.failed,

@@ -6,12 +6,12 @@ why each change was dropped."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from swelego.harness import patch_files
+from swelego.records import iter_jsonl
 
 TEST_DIRS = {"test", "tests", "testing", "e2e", "unittests", "unit_tests"}
 
@@ -107,14 +107,13 @@ def load_candidates(path: str | Path, problems: list[str] | None = None) -> list
     if not path.exists():
         raise FileNotFoundError(f"no candidates file at {path}")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, rec in iter_jsonl(path):
         try:
-            cand = _candidate(json.loads(line))
+            if isinstance(rec, ValueError):
+                raise rec
+            cand = _candidate(rec)
         except (ValueError, TypeError, AttributeError, KeyError) as e:
-            why = (f"not valid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError)
-                   else str(e).splitlines()[0][:300])
+            why = str(e).splitlines()[0][:300]
             if problems is None:
                 raise ValueError(f"{path}:{n}: not a candidate record ({why})") from None
             problems.append(f"{path}:{n}: not a candidate record ({why})")

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 
 from swelego.errors import SwelegoError
+from swelego.records import write_json_atomic
 
 DEFAULT_API = "https://api.github.com"
 JSON = "application/vnd.github+json"
@@ -173,10 +174,8 @@ class GitHubClient:
             raise GitHubError(f"{method} {url}: HTTP {r.status_code} {_message(r)}", r.status_code)
         resp = Response(r.status_code, {k: v for k, v in r.headers.items() if k.lower() == "link"}, r.text, url)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"status": resp.status, "headers": resp.headers, "text": resp.text}))
-            tmp.replace(cache)
+            write_json_atomic(cache, {"status": resp.status, "headers": resp.headers, "text": resp.text},
+                              indent=None, ensure_ascii=True, newline=False)
         return resp
 
     def _rate_limit_wait(self, r: requests.Response) -> float | None:

@@ -21,6 +21,7 @@ from data_gen.real.decontam import Decontaminator
 from data_gen.real.filters import Candidate, FilterConfig, rejection_reasons, split_diff
 from data_gen.real.mining import candidate_record, mined_store, write_outputs
 from swelego.errors import SourceError, SwelegoError
+from swelego.records import read_jsonl
 from swelego.sandbox.images import cache_dir
 from swelego.sandbox.sources import RepoSource
 
@@ -100,9 +101,11 @@ def load_issues(path: str | Path | None) -> dict[int, str]:
             elif f.stem.isdigit() and f.suffix == ".json":
                 add({"number": f.stem, **json.loads(f.read_text())})
     elif path.suffix == ".jsonl":
-        for line in path.read_text().splitlines():
-            if line.strip():
-                add(json.loads(line))
+        try:
+            for obj in read_jsonl(path, strict=True):
+                add(obj)
+        except ValueError as e:
+            raise SwelegoError(f"issues: {e}") from None
     elif path.exists():
         data = json.loads(path.read_text())
         for obj in data if isinstance(data, list) else [data]:

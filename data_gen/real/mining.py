@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_gen.real.filters import Candidate, reason_label
+from swelego.records import write_jsonl_atomic
 from swelego.store import ResultStore
 
 # Statuses of a mined record, in funnel order.
@@ -38,9 +39,7 @@ def write_outputs(out: Path, repo_errors: dict[str, str], repo_notes: dict[str, 
             if rec["status"] == "candidate":
                 candidates.append(rec["candidate"])
     candidates.sort(key=lambda c: c["instance_id"])
-    tmp = out / "candidates.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in candidates))
-    tmp.replace(out / "candidates.jsonl")
+    write_jsonl_atomic(out / "candidates.jsonl", candidates)
     summary = {
         "repos": {repo: {s: counts.get(s, 0) for s in STATUSES} for repo, counts in sorted(per_repo.items())},
         "reasons": dict(reasons.most_common()),

@@ -26,6 +26,7 @@ from typing import Any
 
 from swelego.agent import OraclePolicy, run_episode
 from swelego.agent.tools import ToolBox
+from swelego.records import append_jsonl, read_jsonl
 from swelego.schema import TaskInstance
 from swelego.store import ResultStore
 
@@ -253,8 +254,7 @@ def rollout(tasks: list[TaskInstance], cfg: RolloutConfig,
                 summary.failed += 1
                 reason = str(result).strip().splitlines()[0][:300] if str(result).strip() else type(result).__name__
                 summary.errors[key] = reason
-                with errors_path.open("a") as f:
-                    f.write(json.dumps({"key": key, "error": reason, "at": time.time()}) + "\n")
+                append_jsonl(errors_path, [{"key": key, "error": reason, "at": time.time()}], ensure_ascii=True)
                 if on_result:
                     on_result(None, reason, summary)
                 continue
@@ -312,16 +312,7 @@ def load_trajectories(path: str | Path) -> list[dict]:
         from swelego.errors import SwelegoError
 
         raise SwelegoError(f"no trajectories at {path} (expected a JSONL file or a rollout directory)")
-    records = []
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn line from a killed writer
-    return records
+    return read_jsonl(p)  # a torn line from a killed writer is dropped
 
 
 def policy_label(records: list[dict]) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import docker.errors
 
 from swelego.errors import ImageBuildError, SwelegoError
+from swelego.records import write_text_atomic
 
 MIRROR = os.environ.get("SWELEGO_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -106,9 +107,7 @@ def download_packages(release: str, status_text: str, packages: list[str], *, lo
     status = _cache_root() / "status" / hashlib.sha256(status_text.encode()).hexdigest()[:20]
     status.parent.mkdir(parents=True, exist_ok=True)
     if not status.is_file():
-        tmp = status.with_suffix(f".{os.getpid()}")
-        tmp.write_text(status_text)
-        os.replace(tmp, status)
+        write_text_atomic(status, status_text)
     with _locked(root / "lock"):
         (root / "sources.list").write_text(f"deb [signed-by={KEYRING}] {MIRROR} {release} main\n")
         opts = _apt_opts(root, status)

@@ -15,7 +15,6 @@ import re
 import ssl
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from swelego.errors import SourceError
+from swelego.records import atomic_writer
 
 DEFAULT_INDEX = "https://pypi.org/simple/"
 SDIST_EXTS = (".tar.gz", ".zip", ".tar.bz2")
@@ -222,26 +222,20 @@ def download(f: DistFile, dest_dir: Path, cfg: IndexConfig | None = None) -> Pat
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / f.filename
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest_dir)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            path = _local_path(f.url)
-            try:
-                src = open(path, "rb") if path is not None else urllib.request.urlopen(  # noqa: SIM115
-                    urllib.request.Request(f.url, headers={"User-Agent": "swelego"}), timeout=120, context=_ssl(cfg))
-            except (urllib.error.URLError, OSError) as e:
-                raise SourceError(f"cannot download {f.url} ({getattr(e, 'reason', e)})") from None
-            with src:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
+    with atomic_writer(target, "wb") as out:  # renamed into place only when complete and checked
+        path = _local_path(f.url)
+        try:
+            src = open(path, "rb") if path is not None else urllib.request.urlopen(  # noqa: SIM115
+                urllib.request.Request(f.url, headers={"User-Agent": "swelego"}), timeout=120, context=_ssl(cfg))
+        except (urllib.error.URLError, OSError) as e:
+            raise SourceError(f"cannot download {f.url} ({getattr(e, 'reason', e)})") from None
+        with src:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
         if f.sha256 and digest.hexdigest() != f.sha256.lower():
             raise SourceError(f"{f.filename}: sha256 {digest.hexdigest()[:16]}… does not match the index's "
                               f"{f.sha256[:16]}…")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
