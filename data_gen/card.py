@@ -72,26 +72,9 @@ def _bucket_of(turns: int, buckets: list[Bucket]) -> str | None:
     return bucket_of(turns, buckets)
 
 
-def card_data(out: Path, cfg, states: dict) -> dict:
-    """Everything the card shows, from the files of the build in `out`."""
-    from swelego.agent.rollout import current_trajectories, policy_label
+def _group_tables(rows: list[dict], trajs: list[dict], kept: list[dict], task_of: dict) -> tuple[dict, dict, dict]:
+    """Tasks, trajectories, resolved, semi-resolved and kept counts per source, strategy and modifier."""
 
-    rows = _jsonl(out / "tasks" / "tasks.jsonl")
-    synth = _json(out / "tasks" / "synthetic" / "funnel.json", {})
-    real = _json(out / "tasks" / "real" / "summary.json", {})
-    trajs = current_trajectories(_jsonl(out / "trajectories" / "trajectories.jsonl"),
-                                 {r["instance_id"] for r in rows}, cfg.teacher.samples)
-    kept = _jsonl(out / "trajectories" / "kept" / "kept.jsonl")
-    filt = _json(out / "trajectories" / "kept" / "report.json", {})
-    export = _json(out / "sft" / "export.json", {})
-    merged = _json(out / "tasks" / "report.json", {})
-
-    task_of = {r["instance_id"]: r for r in rows}
-
-    def source_of(iid: str) -> str:
-        return (task_of.get(iid) or {}).get("source") or "?"
-
-    # -- counts per source, strategy and modifier ------------------------------------------------------
     def group_table(key_of) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
         blank = {"tasks": 0, "trajectories": 0, "resolved": 0, "semi_resolved": 0, "kept": 0}
@@ -111,11 +94,18 @@ def card_data(out: Path, cfg, states: dict) -> dict:
                 table.setdefault(key_of(row), dict(blank))["kept"] += 1
         return dict(sorted(table.items()))
 
-    by_source = group_table(lambda r: r.get("source") or "?")
-    by_strategy = group_table(lambda r: _split_strategy(r.get("strategy", ""))[0])
-    by_modifier = group_table(lambda r: _split_strategy(r.get("strategy", ""))[1])
+    return (group_table(lambda r: r.get("source") or "?"),
+            group_table(lambda r: _split_strategy(r.get("strategy", ""))[0]),
+            group_table(lambda r: _split_strategy(r.get("strategy", ""))[1]))
 
-    # -- funnel: candidates -> valid -> tasks -> rolled out -> resolved -> kept ----------------------------
+
+def _funnel(rows: list[dict], trajs: list[dict], kept: list[dict], task_of: dict, synth: dict,
+            real: dict) -> tuple[dict, dict]:
+    """Candidates -> valid -> tasks -> rolled out -> resolved -> kept, in all and per source."""
+
+    def source_of(iid: str) -> str:
+        return (task_of.get(iid) or {}).get("source") or "?"
+
     s_all = ((synth.get("funnel") or {}).get("all") or {}).get("all") or {}
     real_counts = real.get("funnel") or {}
     funnel_by_source = {
@@ -136,10 +126,14 @@ def card_data(out: Path, cfg, states: dict) -> dict:
     funnel["rolled_out"] = len(trajs)
     funnel["resolved"] = sum(bool(t.get("resolved")) for t in trajs)
     funnel["kept"] = len(kept)
+    return funnel, funnel_by_source
 
-    # -- environments ------------------------------------------------------------------------------------
-    # Synthetic: one environment per repository source. Real: one per group of tasks whose dependency
-    # spec hashes the same (data_gen.real.validate.env_stats), including LLM repairs.
+
+def _environments(synth: dict, real: dict) -> dict:
+    """Environment builds tried and built, per stage.
+
+    Synthetic: one environment per repository source. Real: one per group of tasks whose dependency
+    spec hashes the same (data_gen.real.validate.env_stats), including LLM repairs."""
     items = [{**e, "stage": "synthetic"} for e in synth.get("envs", [])]
     r_env = real.get("envs") or {}
     by_stage = {"synthetic": {"tried": len(items), "built": sum(1 for e in items if e.get("ok"))},
@@ -147,11 +141,11 @@ def card_data(out: Path, cfg, states: dict) -> dict:
                          "built_after_repair": int(r_env.get("built_after_repair", 0))}}
     tried = sum(v["tried"] for v in by_stage.values())
     built = sum(v["built"] for v in by_stage.values())
-    environments = {"tried": tried, "built": built, "success_rate": _pct(built, tried), "by_stage": by_stage,
-                    "items": items}
+    return {"tried": tried, "built": built, "success_rate": _pct(built, tried), "by_stage": by_stage, "items": items}
 
-    # -- difficulty --------------------------------------------------------------------------------------
-    buckets = cfg.card.difficulty_buckets or TURN_BUCKETS
+
+def _difficulty(trajs: list[dict], kept: list[dict], buckets: list[Bucket]) -> dict:
+    """Assistant turns per trajectory: a histogram by outcome, and the buckets' resolve rates."""
     thresholds = [b.min for b in buckets if b.min > 0]
     turns = [(_turns(t), _outcome(t)) for t in trajs]
     top = max([n for n, _ in turns] + [max(thresholds, default=0) + 10, 10])
@@ -170,11 +164,12 @@ def card_data(out: Path, cfg, states: dict) -> dict:
             "bucket": b.name, "min": b.min, "max": b.max, "trajectories": len(members), "resolved": resolved,
             "resolve_rate": _pct(resolved, len(members)),
             "kept": sum(kept_ids[(t["instance_id"], (t.get("sampling") or {}).get("sample", 0))] for t in members)})
-    difficulty = {"measure": "assistant turns per trajectory", "thresholds": thresholds, "bins": bins,
-                  "by_bucket": by_bucket,
-                  "mean_turns": round(sum(n for n, _ in turns) / len(turns), 2) if turns else None}
+    return {"measure": "assistant turns per trajectory", "thresholds": thresholds, "bins": bins,
+            "by_bucket": by_bucket, "mean_turns": round(sum(n for n, _ in turns) / len(turns), 2) if turns else None}
 
-    # -- cost per stage ----------------------------------------------------------------------------------
+
+def _stage_costs(states: dict) -> dict:
+    """Wall time, container hours and attempts of each stage before the card."""
     stages = {}
     for name, st in states.items():
         if name == "card":
@@ -182,6 +177,31 @@ def card_data(out: Path, cfg, states: dict) -> dict:
         stages[name] = {"seconds": round(st.seconds, 1), "container_hours": round(st.container_seconds / 3600, 4),
                         "attempts": st.attempts, "complete": st.complete, "failed": st.failed,
                         "finished_at": st.finished_at}
+    return stages
+
+
+def card_data(out: Path, cfg, states: dict) -> dict:
+    """Everything the card shows, from the files of the build in `out`."""
+    from swelego.agent.rollout import current_trajectories, policy_label
+
+    rows = _jsonl(out / "tasks" / "tasks.jsonl")
+    synth = _json(out / "tasks" / "synthetic" / "funnel.json", {})
+    real = _json(out / "tasks" / "real" / "summary.json", {})
+    trajs = current_trajectories(_jsonl(out / "trajectories" / "trajectories.jsonl"),
+                                 {r["instance_id"] for r in rows}, cfg.teacher.samples)
+    kept = _jsonl(out / "trajectories" / "kept" / "kept.jsonl")
+    filt = _json(out / "trajectories" / "kept" / "report.json", {})
+    export = _json(out / "sft" / "export.json", {})
+    merged = _json(out / "tasks" / "report.json", {})
+
+    task_of = {r["instance_id"]: r for r in rows}
+
+    by_source, by_strategy, by_modifier = _group_tables(rows, trajs, kept, task_of)
+    funnel, funnel_by_source = _funnel(rows, trajs, kept, task_of, synth, real)
+
+    environments = _environments(synth, real)
+    difficulty = _difficulty(trajs, kept, cfg.card.difficulty_buckets or TURN_BUCKETS)
+    stages = _stage_costs(states)
     finished = sorted(st["finished_at"] for st in stages.values() if st["finished_at"])
 
     policies = policy_label(trajs) if trajs else cfg.teacher.policy
@@ -199,6 +219,10 @@ def card_data(out: Path, cfg, states: dict) -> dict:
         "funnel": funnel,
         "tasks_dropped": dict(Counter(d["reason"].split(":")[0] for d in merged.get("dropped", []))),
         "funnel_by_source": funnel_by_source,
+        # How each row's FAIL_TO_PASS / PASS_TO_PASS were obtained (synthetic rows: inferred from the
+        # coverage map, audited by a full-suite run, or from a full-suite run; real rows: full).
+        "lists_by_validation": dict(sorted(Counter(
+            ((r.get("metadata") or {}).get("validation") or "full") for r in rows).items())),
         "synthetic_funnel": synth.get("funnel", {}),
         "environments": environments,
         "trajectories": {"total": len(trajs), "by_outcome": dict(Counter(_outcome(t) for t in trajs)),
@@ -322,7 +346,8 @@ def front_matter(data: dict) -> dict:
     }
 
 
-def render_card(data: dict) -> str:
+def _card_intro(data: dict) -> list[str]:
+    """Front matter, title, description, the summary sentence and the oracle warning."""
     cfg = data["config"]
     t, f, tr = data["tasks"], data["funnel"], data["trajectories"]
     parts = ["---", yaml.safe_dump(front_matter(data), sort_keys=False, allow_unicode=True).rstrip(), "---", "",
@@ -343,6 +368,13 @@ def render_card(data: dict) -> str:
                   f"agent's tools (noise {data['oracle_noise']:g}: the share of gold hunks replaced by a corrupted "
                   "edit). These trajectories exercise the pipeline; they are not a model's output and should not "
                   "be presented as one.", ""]
+    return parts
+
+
+def _card_funnel(data: dict) -> list[str]:
+    """The funnel table, how the test lists were obtained and the rows dropped when merging."""
+    f = data["funnel"]
+    parts: list[str] = []
     parts += ["## Funnel", "",
               _table(["stage", *SOURCES, "total"],
                      [[k.replace("_", " "), *[data["funnel_by_source"][s][k] for s in SOURCES], f[k]]
@@ -350,15 +382,34 @@ def render_card(data: dict) -> str:
               "", "Candidates are synthetic bugs or mined changes; valid ones break (synthetic) or fix (real) at "
               "least one test; tasks are the valid ones that became rows (with an image and a problem statement) "
               "and passed de-duplication and decontamination; rolled out counts trajectories.", ""]
+    if data.get("lists_by_validation"):
+        lists = data["lists_by_validation"]
+        parts += ["FAIL_TO_PASS / PASS_TO_PASS lists: " + ", ".join(f"{n} {k}" for k, n in lists.items())
+                  + " (inferred: the covering tests ran and PASS_TO_PASS came from the clean suite's coverage map; "
+                  "audited: inferred, then confirmed by a full-suite run; full: from a full-suite run). Every row "
+                  "was graded by swebench before it was kept: gold resolves it, the empty patch does not.", ""]
     if data["tasks_dropped"]:
         parts += ["Rows dropped when merging: " + ", ".join(f"{n} {k}" for k, n in data["tasks_dropped"].items())
                   + " (see `tasks/report.json`).", ""]
+    return parts
+
+
+def _card_groups(data: dict) -> list[str]:
+    """Tasks and trajectories by source, strategy and modifier."""
+    t = data["tasks"]
+    parts: list[str] = []
     parts += ["## Tasks and trajectories by source, strategy and modifier", ""]
     for title, table in (("source", t["by_source"]), ("strategy", t["by_strategy"]), ("modifier", t["by_modifier"])):
         parts += [f"### By {title}", "",
                   _table([title, "tasks", "trajectories", "resolved", "semi-resolved", "kept"],
                          [[k, g["tasks"], g["trajectories"], g["resolved"], g["semi_resolved"], g["kept"]]
                           for k, g in table.items()]), ""]
+    return parts
+
+
+def _card_environments(data: dict) -> list[str]:
+    """Environment builds."""
+    parts: list[str] = []
     env = data["environments"]
     parts += ["## Environments", "",
               f"Environment builds succeeded for **{env['built']} of {env['tried']}** environments "
@@ -374,6 +425,12 @@ def render_card(data: dict) -> str:
         parts += [_table(["source", "repository", "built", "python", "image / error"],
                          [[e.get("source", ""), e.get("repo", ""), "yes" if e.get("ok") else "no",
                            e.get("python", ""), e.get("image") or e.get("error", "")] for e in env["items"]]), ""]
+    return parts
+
+
+def _card_difficulty(data: dict) -> list[str]:
+    """Turns per trajectory and the curriculum buckets."""
+    parts: list[str] = []
     d = data["difficulty"]
     parts += ["## Difficulty", "",
               f"Difficulty is the number of assistant turns per trajectory (mean {d['mean_turns']}); the dashed "
@@ -384,6 +441,13 @@ def render_card(data: dict) -> str:
                      [[b["bucket"], f"[{b['min']:g}, {'∞' if b['max'] is None else format(b['max'], 'g')})",
                        b["trajectories"], b["resolved"], _rate(b["resolve_rate"]), b["kept"]]
                       for b in d["by_bucket"]]), ""]
+    return parts
+
+
+def _card_filter(data: dict) -> list[str]:
+    """What filtering kept and why it dropped the rest."""
+    cfg = data["config"]
+    parts: list[str] = []
     fl = data["filter"]
     parts += ["## Filtering", "",
               f"{fl['kept']} of {fl['input']} trajectories kept (outcomes kept: "
@@ -391,6 +455,13 @@ def render_card(data: dict) -> str:
               _table(["outcome / drop reason", "trajectories"],
                      [[f"kept: {k}", n] for k, n in fl["kept_by_outcome"].items() if k in cfg["filter"]["keep"]]
                      + [[f"dropped: {k}", n] for k, n in fl["dropped"].items()]), ""]
+    return parts
+
+
+def _card_sft(data: dict) -> list[str]:
+    """The SFT files and error masking."""
+    cfg = data["config"]
+    parts: list[str] = []
     ex = data["export"]
     if ex:
         rows = []
@@ -407,6 +478,12 @@ def render_card(data: dict) -> str:
                       f"({_rate(_pct(lab['masked_turns'], lab['assistant_turns']))}); by rule: "
                       f"{', '.join(f'{k} {v}' for k, v in lab['masked_by_rule'].items()) or 'none'}. "
                       f"Register `sft/dataset_info.json` with LLaMA-Factory and set `turn_mask: true`.", ""]
+    return parts
+
+
+def _card_cost(data: dict) -> list[str]:
+    """Wall time and container-hours per stage."""
+    parts: list[str] = []
     parts += ["## Cost", "",
               _table(["stage", "wall time", "container-hours", "attempts", "complete"],
                      [[name, _hours(s["seconds"]), f"{s['container_hours']:.4f}", s["attempts"],
@@ -414,6 +491,13 @@ def render_card(data: dict) -> str:
                      + [["**total**", _hours(data["total_seconds"]), f"{data['total_container_hours']:.4f}", "", ""]]),
               "", "Container-hours are sandbox time taken from each stage's records: clean-suite and candidate "
               "test runs and image builds (synthetic), validation (real), episodes (rollout).", ""]
+    return parts
+
+
+def _card_files(data: dict) -> list[str]:
+    """The files of the build and the config."""
+    cfg = data["config"]
+    parts: list[str] = []
     parts += ["## Files", "",
               "- `tasks/tasks.jsonl`, `tasks/dataset/`: swebench rows (the official harness grades them unmodified) "
               "plus `source`, `strategy`, `metadata`.",
@@ -424,6 +508,15 @@ def render_card(data: dict) -> str:
               'tasks = load_dataset("json", data_files="tasks/tasks.jsonl", split="train")',
               'kept = load_dataset("json", data_files="trajectories/kept/kept.jsonl", split="train")', "```", ""]
     parts += ["## Config", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True).rstrip(), "```", ""]
+    return parts
+
+
+def render_card(data: dict) -> str:
+    """README.md of the build: front matter and the sections, each from `data` (card_data)."""
+    parts: list[str] = []
+    for section in (_card_intro, _card_funnel, _card_groups, _card_environments, _card_difficulty, _card_filter,
+                    _card_sft, _card_cost, _card_files):
+        parts += section(data)
     return "\n".join(parts)
 
 

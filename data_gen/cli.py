@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 import click
@@ -12,6 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from data_gen.synth.pipeline import SynthConfig
+from swelego.agent.rollout import RolloutConfig, rollout_options
+from swelego.config import command_config, config_flag, config_options
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -22,61 +25,47 @@ def data():
     """Build datasets: tasks from real and synthetic bugs, validated in sandboxes, and agent trajectories."""
 
 
+S = SynthConfig  # the config of `data synth`; its flags below set its fields
+
+
 @data.command("synth")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--strategies", default="procedural,combine", show_default=True,
-              help="Comma list of procedural, llm_rewrite, llm_modify, combine.")
-@click.option("--max-candidates", default=30, show_default=True, help="Candidates per repository and strategy.")
-@click.option("--workers", default=1, show_default=True, help="Warm sandboxes per repository.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. auto); default: start a local one.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--modifiers", default="", help="Comma list restricting the procedural modifiers.")
-@click.option("--test-selection/--no-test-selection", default=True, show_default=True,
-              help="Run only the tests covering a candidate's function before the full suite.")
-@click.option("--test-timeout", default=600.0, show_default=True, help="Seconds for one test run.")
-@click.option("--p2p", type=click.Choice(["infer", "full"]), default="infer", show_default=True,
-              help="PASS_TO_PASS of a candidate whose change lies in function bodies: inferred from the coverage "
-                   "map (audited by full runs of a sample), or from a full-suite run of every candidate.")
-@click.option("--audit-fraction", default=0.1, show_default=True, type=click.FloatRange(0.1, 1.0),
-              help="Share of inferred valid candidates per repository that also get the full-suite run.")
-@click.option("--base", default="bookworm", show_default=True, help="Base image for environment builds.")
-@click.option("--namespace", default="swelego", show_default=True, help="Image name prefix.")
-@click.option("--llm-base-url", default=None, help="OpenAI-compatible endpoint for LLM strategies and issue text.")
-@click.option("--llm-model", default=None, help="Model name at that endpoint.")
-@click.option("--llm-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the API key.")
-def synth(sources, out_dir, strategies, max_candidates, workers, executor, ray_address, seed, modifiers,
-          test_selection, test_timeout, p2p, audit_fraction, base, namespace, llm_base_url, llm_model,
-          llm_key_env):
+@config_flag(S, "strategies", "--strategies", type=str)
+@config_flag(S, "max_candidates", "--max-candidates")
+@config_flag(S, "workers", "--workers")
+@config_flag(S, "executor", "--executor", type=click.Choice(["local", "ray"]))
+@config_flag(S, "ray_address", "--ray-address")
+@config_flag(S, "seed", "--seed")
+@config_flag(S, "modifiers", "--modifiers", type=str)
+@config_flag(S, "validate.test_selection", "--test-selection/--no-test-selection")
+@config_flag(S, "validate.test_timeout", "--test-timeout")
+@config_flag(S, "validate.p2p", "--p2p", type=click.Choice(["infer", "full"]))
+@config_flag(S, "validate.audit_fraction", "--audit-fraction", type=click.FloatRange(0.1, 1.0))
+@config_flag(S, "base", "--base")
+@config_flag(S, "namespace", "--namespace")
+@config_flag(S, "llm_base_url", "--llm-base-url")
+@config_flag(S, "llm_model", "--llm-model")
+@config_flag(S, "llm_key_env", "--llm-key-env")
+@config_options(S)
+def synth(sources, out_dir):
     """Generate synthetic tasks from SOURCE repositories and validate them.
 
     SOURCE is `pypi:NAME==VERSION`, a git URL[@commit] or a local path[@rev]. Writes
     OUT/dataset (HF save_to_disk), OUT/tasks.jsonl, OUT/candidates/<repo>-<version>.jsonl (one record
-    per candidate) and OUT/funnel.json. Rerunning the same command resumes.
+    per candidate) and OUT/funnel.json. Rerunning the same command resumes. Every field of the
+    config (`--fields`) can be set in -c CONFIG.yaml or with --set.
     """
-    from data_gen.synth.pipeline import STRATEGIES, SynthConfig, collect_rows, report_dict, synthesize_repo
-    from data_gen.validate import ValidateConfig
-    from swelego.errors import SwelegoError
-    from swelego.executor import run_tasks
+    from data_gen.synth.pipeline import STRATEGIES, synthesize
     from swelego.schema import save_dataset
 
-    chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())
-    unknown = [s for s in chosen if s not in STRATEGIES]
+    cfg = command_config(S, essentials={"out": str(Path(out_dir).resolve())})
+    unknown = [s for s in cfg.strategies if s not in STRATEGIES]
     if unknown:
         raise click.BadParameter(f"unknown strategy {', '.join(unknown)} (choose from {', '.join(STRATEGIES)})",
                                  param_hint="--strategies")
-    out_path = Path(out_dir).resolve()
-    cfg = SynthConfig(out=str(out_path), strategies=chosen, max_candidates=max_candidates, workers=workers,
-                      seed=seed, namespace=namespace,
-                      validate=ValidateConfig(test_selection=test_selection, test_timeout=test_timeout, p2p=p2p,
-                                              audit_fraction=audit_fraction),
-                      base=base, llm_base_url=llm_base_url, llm_model=llm_model, llm_key_env=llm_key_env,
-                      executor=executor, ray_address=ray_address,
-                      modifiers=tuple(m.strip() for m in modifiers.split(",") if m.strip()))
-    if cfg.llm() is None and set(chosen) & {"llm_rewrite", "llm_modify"}:
+    if cfg.llm() is None and set(cfg.strategies) & {"llm_rewrite", "llm_modify"}:
         err.print("notice: llm_rewrite / llm_modify are skipped: set --llm-base-url and --llm-model to use them")
-    reports, errors = [], {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
         bars: dict[str, int] = {}
@@ -87,28 +76,20 @@ def synth(sources, out_dir, strategies, max_candidates, workers, executor, ray_a
                 bars[repo] = progress.add_task(f"{repo} candidates", total=total)
             progress.update(bars[repo], completed=done, total=total)
 
-        # Ray ships the function to other processes: only picklable state goes with it.
-        work = partial(synthesize_repo, cfg=cfg, progress=on_progress if executor == "local" else None)
-        for source, result in run_tasks(work, list(sources), executor=executor, ray_address=ray_address):
+        def on_source(source: str, res: dict) -> None:
             progress.advance(overall)
-            if isinstance(result, Exception):
-                msg = str(result) if isinstance(result, SwelegoError) else f"{type(result).__name__}: {result}"
-                errors[source] = msg.splitlines()[0][:300]
-                err.print(f"[red]✗[/] {escape(source)}: {escape(errors[source])}", highlight=False)
-            else:
-                reports.append(result)
-                for n in result.notices:
-                    err.print(f"notice: {escape(n)}")
+            if res.get("error"):
+                err.print(f"[red]✗[/] {escape(source)}: {escape(res['error'])}", highlight=False)
+            for n in res["report"].notices if "report" in res else ():
+                err.print(f"notice: {escape(n)}")
+
+        res = synthesize(list(sources), cfg, progress=on_progress, on_source=on_source)
     import datasets
 
     datasets.disable_progress_bars()
-    rows = collect_rows(out_path)
-    save_dataset(rows, out_path)
-    summary = report_dict(reports, errors)
-    summary["kept_rows"] = len(rows)
-    (out_path / "funnel.json").write_text(json.dumps(summary, indent=2))
-    _print_funnel(summary, out_path)
-    if errors and not reports:
+    save_dataset(res.rows, cfg.out)
+    _print_funnel(res.summary, Path(cfg.out))
+    if res.errors and not res.reports:
         sys.exit(1)
 
 
@@ -141,52 +122,21 @@ def _print_funnel(summary: dict, out_path: Path) -> None:
 @data.command("rollout")
 @click.argument("dataset", type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--policy", type=click.Choice(["oracle", "openai", "hf"]), default="oracle", show_default=True,
-              help="openai: an OpenAI-compatible endpoint; hf: a local transformers model generating in this "
-                   "process (no server); oracle: replays the gold patch through the tools (demos and smoke tests, "
-                   "never model output).")
-@click.option("--base-url", default=None, help="Endpoint root for --policy openai, e.g. http://localhost:8000/v1.")
-@click.option("--model", default=None,
-              help="Model name served at --base-url; with --policy hf, a local model directory (e.g. OUTPUT/model "
-                   "of `swelego sft train`).")
-@click.option("--device", default="auto", show_default=True,
-              help="--policy hf: auto (cuda when available), cpu, cuda or cuda:N.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True, help="--policy hf: weights dtype (auto: bfloat16 on cuda, float32 on cpu).")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the key.")
-@click.option("--tool-format", type=click.Choice(["native", "openhands"]), default="native", show_default=True,
-              help="native tool calls (text <function=…>/<tool_call> calls are parsed too), or OpenHands text calls.")
-@click.option("--samples-per-task", "samples", default=1, show_default=True, help="Episodes per task (k).")
-@click.option("--workers", default=1, show_default=True, help="Episodes at once (local executor).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. auto); default: start a local one.")
-@click.option("--max-turns", default=100, show_default=True, help="Assistant turns per episode.")
-@click.option("--max-context-tokens", default=None, type=int, help="Stop an episode past this prompt size.")
-@click.option("--command-timeout", default=120.0, show_default=True, help="Default seconds per shell command.")
-@click.option("--temperature", default=0.7, show_default=True)
-@click.option("--top-p", default=None, type=float)
-@click.option("--max-tokens", default=4096, show_default=True, help="Completion tokens per turn.")
-@click.option("--noise", default=0.0, show_default=True,
-              help="Oracle only: probability that a gold hunk becomes a corrupted edit.")
-@click.option("--seed", default=0, show_default=True, help="Base seed; each sample derives its own.")
-@click.option("--no-grade", is_flag=True, help="Do not grade final patches with the hidden tests.")
-def rollout_cmd(dataset, out_dir, policy, base_url, model, device, dtype, api_key_env, tool_format, samples, workers,
-                executor, ray_address, max_turns, max_context_tokens, command_timeout, temperature, top_p, max_tokens,
-                noise, seed, no_grade):
+@rollout_options(RolloutConfig, samples_flag="--samples-per-task")
+@config_flag(RolloutConfig, "memory", "--memory")
+@config_flag(RolloutConfig, "cpus", "--cpus")
+@config_options(RolloutConfig)
+def rollout_cmd(dataset, out_dir):
     """Run a policy on every task of DATASET, k samples each, one sandbox per episode.
 
     DATASET is a task dataset (directory from `data synth`/`data validate`, or a JSONL of
     swebench rows). Writes OUT/trajectories.jsonl (one trajectory per line), OUT/errors.jsonl
-    and OUT/summary.json. Rerunning the same command skips finished samples.
+    and OUT/summary.json. Rerunning the same command skips finished samples. Every field of
+    the config (`--fields`) can be set in -c CONFIG.yaml or with --set.
     """
-    from swelego.agent.rollout import RolloutConfig, load_rollout_tasks, policy_label, progress_hooks, rollout
+    from swelego.agent.rollout import load_rollout_tasks, policy_label, progress_hooks, rollout
 
-    cfg = RolloutConfig(out=str(Path(out_dir).resolve()), policy=policy, samples=samples, workers=workers,
-                        executor=executor, ray_address=ray_address, max_turns=max_turns,
-                        max_context_tokens=max_context_tokens, command_timeout=command_timeout,
-                        grade=not no_grade, noise=noise, seed=seed, base_url=base_url, model=model,
-                        api_key_env=api_key_env, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                        tool_format=tool_format, device=device, dtype=dtype)
+    cfg = command_config(RolloutConfig, essentials={"out": str(Path(out_dir).resolve())})
     cfg.validate()
     tasks, bad_rows = load_rollout_tasks(dataset, log=lambda m: err.print(f"[red]✗[/] {escape(m)}",
                                                                           highlight=False, soft_wrap=True))
@@ -211,7 +161,7 @@ def rollout_cmd(dataset, out_dir, policy, base_url, model, device, dtype, api_ke
               f"{summary.seconds:.0f}")
     out.print(t)
     out.print("exit reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.exit_reasons.items())))
-    if policy == "hf":
+    if cfg.policy == "hf":
         from swelego.agent.hf_policy import describe_model
 
         out.print(f"policy=hf: {describe_model(cfg.model)}; resolved {summary.resolved}/{summary.trajectories} "

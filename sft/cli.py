@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from swelego.config import parse_sets
+from sft.config import SFTRunConfig
+from swelego.config import fields_option, parse_sets
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -133,6 +134,7 @@ def _with_run_options(fn):
 
 @sft.command("train")
 @_with_run_options
+@fields_option(SFTRunConfig)
 def train_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculum, sets):
     """Fine-tune with TRL's SFTTrainer as CONFIG (YAML, see configs/sft/) says, flags overriding it.
 
@@ -149,6 +151,7 @@ def train_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculum,
 
 @sft.command("prepare")
 @_with_run_options
+@fields_option(SFTRunConfig)
 def prepare_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculum, sets):
     """Only label and tokenize the data of CONFIG into OUTPUT/prepared (train reuses it) and
     print the counts: kept, dropped (unreadable, over-length, fully masked), masked share, buckets."""

@@ -171,28 +171,38 @@ def _resolve(config: str | Path | SFTRunConfig, overrides: dict | None) -> SFTRu
     return load_config(SFTRunConfig, config, overrides or {})
 
 
-def train_from_config(config: str | Path | SFTRunConfig, overrides: dict | None = None, *,
-                      console: Console | None = None) -> RunResult:
-    """Run one fine-tuning job from a YAML path or config object, with dotted-key `overrides`."""
-    import torch
-    from transformers import set_seed
+@dataclass
+class _Job:
+    """One fine-tuning run in progress: what its steps share."""
 
-    cfg = _resolve(config, overrides)
-    console = console or Console(stderr=True)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
-    started = time.time()
-    set_seed(cfg.training.seed)
-    cur, training = cfg.curriculum, cfg.training
+    cfg: SFTRunConfig
+    out: Path
+    console: Console
+    model: Any
+    tokenizer: Any
+    template: str
+    training: Any  # the TrainingConfig with packing resolved
+    liger: bool
+    n_params: int
+    run_key: str = ""
+    losses: list[dict] = field(default_factory=list)
+    stage_rows: list[dict] = field(default_factory=list)
+    last_trainer: Any = None
 
-    model, tokenizer, template = load_model_and_tokenizer(cfg.model, use_cpu=training.use_cpu)
+    def announce(self, plan: StagePlan, k: int, n_stages: int, n_rows: int, a: int, b: int) -> None:
+        msg = (f"stage {k + 1}/{n_stages} [{', '.join(plan.buckets)}]: {len(plan.rows)} trajectories, "
+               f"{plan.epochs:g} epoch(s), {n_rows} rows, steps {a + 1}-{b}")
+        log.info(msg)
+        self.console.print(f"[bold cyan]{escape(msg)}[/]", highlight=False)
+
+
+def _load_model(cfg: SFTRunConfig, out: Path, console: Console) -> _Job:
+    model, tokenizer, template = load_model_and_tokenizer(cfg.model, use_cpu=cfg.training.use_cpu)
     attn = model.config._attn_implementation
     try:
-        packing = resolve_packing(training.packing, attn)
+        packing = resolve_packing(cfg.training.packing, attn)
     except ValueError as e:
         raise SwelegoError(str(e)) from None
-    training = dataclasses.replace(training, packing=packing)
     liger = cfg.model.liger_kernel
     if liger and importlib.util.find_spec("liger_kernel") is None:
         console.print("[yellow]warning:[/] model.liger_kernel is set but liger-kernel is not installed; off")
@@ -200,14 +210,19 @@ def train_from_config(config: str | Path | SFTRunConfig, overrides: dict | None 
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {cfg.model.name_or_path}: {n_params:,} parameters, "
                   f"attention {model.config._attn_implementation}")
+    return _Job(cfg=cfg, out=out, console=console, model=model, tokenizer=tokenizer, template=template,
+                training=dataclasses.replace(cfg.training, packing=packing), liger=liger, n_params=n_params)
 
+
+def _prepare(job: _Job):
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    console = job.console
     with Progress(SpinnerColumn(), TextColumn("preparing trajectories"), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("prepare", total=None)
         ds, stats, reused = load_or_prepare(
-            out / "prepared", cfg.data, cur, tokenizer, template,
+            job.out / "prepared", job.cfg.data, job.cfg.curriculum, job.tokenizer, job.template,
             progress=lambda n: bar.advance(task, n),
             warn=lambda line: console.print(f"[yellow]warning:[/] {line}", highlight=False))
     console.print(
@@ -217,153 +232,186 @@ def train_from_config(config: str | Path | SFTRunConfig, overrides: dict | None 
         f"truncated {stats['overlong_truncated']}, all-masked dropped {stats['all_masked_dropped']}")
     if len(ds) == 0:
         raise SwelegoError("no trainable trajectories after preparation (see the warnings above)")
+    return ds, stats
 
-    if cur.enabled:
-        plans = plan_stages(list(ds["bucket"]), cur)
-        for p in plans:
-            if not p.rows:
-                console.print(f"[yellow]warning:[/] stage {p.index + 1} ({', '.join(p.buckets)}) has no "
+
+def _stage_plans(job: _Job, ds) -> list[StagePlan]:
+    cur = job.cfg.curriculum
+    if not cur.enabled:
+        return single_stage(len(ds), job.training.num_train_epochs)
+    plans = plan_stages(list(ds["bucket"]), cur)
+    for p in plans:
+        if not p.rows:
+            job.console.print(f"[yellow]warning:[/] stage {p.index + 1} ({', '.join(p.buckets)}) has no "
                               "trajectories; skipped")
-        plans = [p for p in plans if p.rows]
-        if not plans:
-            raise SwelegoError("no curriculum stage has any trajectory; check curriculum.buckets and stages")
-    else:
-        plans = single_stage(len(ds), training.num_train_epochs)
-    mode = "per_stage" if cur.enabled and cur.lr_schedule == "per_stage" else "global"
-    per_step = rows_per_step(training)
-    max_len = cfg.data.max_length
-    losses: list[dict] = []
-    stage_rows: list[dict] = []
-    prep_key = json.loads((out / "prepared" / "prepare.json").read_text())["key"]
-    run_key = _run_key(cfg, prep_key)
+    plans = [p for p in plans if p.rows]
+    if not plans:
+        raise SwelegoError("no curriculum stage has any trajectory; check curriculum.buckets and stages")
+    return plans
 
-    def announce(plan: StagePlan, k: int, n_stages: int, n_rows: int, a: int, b: int) -> None:
-        msg = (f"stage {k + 1}/{n_stages} [{', '.join(plan.buckets)}]: {len(plan.rows)} trajectories, "
-               f"{plan.epochs:g} epoch(s), {n_rows} rows, steps {a + 1}-{b}")
-        log.info(msg)
-        console.print(f"[bold cyan]{escape(msg)}[/]", highlight=False)
 
-    last_trainer = None
-    if mode == "global":
-        if cur.enabled:
-            train_ds, starts = ordered_curriculum(ds, plans, training, max_len)
-            sizes = [b - a for a, b in zip(starts, [*starts[1:], len(train_ds)], strict=True)]
-            total_steps = steps_for(len(train_ds), 1.0, training)
-            if training.max_steps > 0:
-                total_steps = min(total_steps, training.max_steps)
-            args = sft_arguments(training, out / "trainer", max_length=max_len, num_train_epochs=1.0,
-                                 max_steps=total_steps, ordered=True, liger_kernel=liger)
-            starts = [a // per_step for a in starts]
-        else:
-            train_ds = pack_rows(ds, max_len, training.seed) if training.packing else ds
-            sizes, starts = [len(train_ds)], [0]
-            total_steps = steps_for(len(train_ds), plans[0].epochs, training)
-            if training.max_steps > 0:
-                total_steps = min(total_steps, training.max_steps)
-            args = sft_arguments(training, out / "trainer", max_length=max_len, num_train_epochs=plans[0].epochs,
-                                 max_steps=training.max_steps, ordered=False, liger_kernel=liger)
-        ends = [*starts[1:], total_steps]
-        for k, plan in enumerate(plans):
-            stage_rows.append({**plan.to_dict(), "rows": sizes[k], "start_step": starts[k] + 1,
-                               "end_step": max(ends[k], starts[k] + 1)})
-        cb = _make_callbacks(losses, starts,
-                             lambda k: announce(plans[k], k, len(plans), sizes[k], starts[k],
-                                                max(ends[k], starts[k] + 1)),
-                             None, 0)
-        resume = None
-        stamp = out / "trainer" / ".run-key"
-        if training.save_strategy != "no" and (out / "trainer").is_dir():
-            from transformers.trainer_utils import get_last_checkpoint
+def _resume_point(job: _Job) -> str | None:
+    """The last checkpoint under OUTPUT/trainer when it belongs to this config and data, else None."""
+    out, training = job.out, job.training
+    resume = None
+    stamp = out / "trainer" / ".run-key"
+    if training.save_strategy != "no" and (out / "trainer").is_dir():
+        from transformers.trainer_utils import get_last_checkpoint
 
-            last = get_last_checkpoint(str(out / "trainer"))
-            if last and stamp.is_file() and stamp.read_text().strip() == run_key:
-                resume = last
-                console.print(f"resuming from {resume}")
-            elif last:
-                console.print(f"[yellow]warning:[/] {escape(str(out / 'trainer'))} holds checkpoints of a different "
+        last = get_last_checkpoint(str(out / "trainer"))
+        if last and stamp.is_file() and stamp.read_text().strip() == job.run_key:
+            resume = last
+            job.console.print(f"resuming from {resume}")
+        elif last:
+            job.console.print(f"[yellow]warning:[/] {escape(str(out / 'trainer'))} holds checkpoints of a different "
                               "config or data; starting over")
-        (out / "trainer").mkdir(parents=True, exist_ok=True)
-        stamp.write_text(run_key)
-        last_trainer = train_tokenized(model, tokenizer, train_ds, args, callbacks=[cb],
-                                       resume_from_checkpoint=resume)
-        if resume:  # the losses logged before the checkpoint belong to this run too
-            state = json.loads((Path(resume) / "trainer_state.json").read_text())
-            first_new = losses[0]["step"] if losses else 10**12
-            earlier = [{"step": e["step"], "loss": float(e["loss"]),
-                        "stage": 1 + max(i for i, s in enumerate(starts) if e["step"] - 1 >= s),
-                        "learning_rate": float(e.get("learning_rate", 0.0))}
-                       for e in state.get("log_history", []) if "loss" in e and e["step"] < first_new]
-            losses[:0] = earlier
+    (out / "trainer").mkdir(parents=True, exist_ok=True)
+    stamp.write_text(job.run_key)
+    return resume
+
+
+def _train_global(job: _Job, ds, plans: list[StagePlan]) -> None:
+    """One trainer over every stage in order: one warmup and decay (or one shuffled run)."""
+    training, out, max_len, cur = job.training, job.out, job.cfg.data.max_length, job.cfg.curriculum
+    per_step = rows_per_step(training)
+    if cur.enabled:
+        train_ds, starts = ordered_curriculum(ds, plans, training, max_len)
+        sizes = [b - a for a, b in zip(starts, [*starts[1:], len(train_ds)], strict=True)]
+        total_steps = steps_for(len(train_ds), 1.0, training)
+        if training.max_steps > 0:
+            total_steps = min(total_steps, training.max_steps)
+        args = sft_arguments(training, out / "trainer", max_length=max_len, num_train_epochs=1.0,
+                             max_steps=total_steps, ordered=True, liger_kernel=job.liger)
+        starts = [a // per_step for a in starts]
     else:
-        natural = [steps_for(len(p.rows), p.epochs, training) for p in plans]
-        caps = share_out(natural, training.max_steps) if training.max_steps > 0 else natural
-        offset = 0
-        for k, plan in enumerate(plans):
-            stage_dir = out / f"stage-{k + 1}"
-            done = stage_dir / ".done"
-            block = ds.select(plan.rows)
-            if training.packing:
-                block = pack_rows(block, max_len, training.seed + k)
-            steps_k = min(caps[k], steps_for(len(block), plan.epochs, training))
-            announce(plan, k, len(plans), len(block), offset, offset + steps_k)
-            stage_rows.append({**plan.to_dict(), "rows": len(block), "start_step": offset + 1,
+        train_ds = pack_rows(ds, max_len, training.seed) if training.packing else ds
+        sizes, starts = [len(train_ds)], [0]
+        total_steps = steps_for(len(train_ds), plans[0].epochs, training)
+        if training.max_steps > 0:
+            total_steps = min(total_steps, training.max_steps)
+        args = sft_arguments(training, out / "trainer", max_length=max_len, num_train_epochs=plans[0].epochs,
+                             max_steps=training.max_steps, ordered=False, liger_kernel=job.liger)
+    ends = [*starts[1:], total_steps]
+    for k, plan in enumerate(plans):
+        job.stage_rows.append({**plan.to_dict(), "rows": sizes[k], "start_step": starts[k] + 1,
+                               "end_step": max(ends[k], starts[k] + 1)})
+    cb = _make_callbacks(job.losses, starts,
+                         lambda k: job.announce(plans[k], k, len(plans), sizes[k], starts[k],
+                                                max(ends[k], starts[k] + 1)),
+                         None, 0)
+    resume = _resume_point(job)
+    job.last_trainer = train_tokenized(job.model, job.tokenizer, train_ds, args, callbacks=[cb],
+                                       resume_from_checkpoint=resume)
+    if resume:  # the losses logged before the checkpoint belong to this run too
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        first_new = job.losses[0]["step"] if job.losses else 10**12
+        earlier = [{"step": e["step"], "loss": float(e["loss"]),
+                    "stage": 1 + max(i for i, s in enumerate(starts) if e["step"] - 1 >= s),
+                    "learning_rate": float(e.get("learning_rate", 0.0))}
+                   for e in state.get("log_history", []) if "loss" in e and e["step"] < first_new]
+        job.losses[:0] = earlier
+
+
+def _train_per_stage(job: _Job, ds, plans: list[StagePlan]) -> None:
+    """A trainer per stage, each restarting warmup and decay from the previous stage's weights;
+    a rerun skips the stages already trained for the same config and data."""
+    training, out, max_len = job.training, job.out, job.cfg.data.max_length
+    natural = [steps_for(len(p.rows), p.epochs, training) for p in plans]
+    caps = share_out(natural, training.max_steps) if training.max_steps > 0 else natural
+    offset = 0
+    for k, plan in enumerate(plans):
+        stage_dir = out / f"stage-{k + 1}"
+        done = stage_dir / ".done"
+        block = ds.select(plan.rows)
+        if training.packing:
+            block = pack_rows(block, max_len, training.seed + k)
+        steps_k = min(caps[k], steps_for(len(block), plan.epochs, training))
+        job.announce(plan, k, len(plans), len(block), offset, offset + steps_k)
+        job.stage_rows.append({**plan.to_dict(), "rows": len(block), "start_step": offset + 1,
                                "end_step": offset + steps_k})
-            if done.is_file() and done.read_text().strip() == run_key:
-                console.print(f"stage {k + 1} already trained ({stage_dir}); loading its weights")
-                model, tokenizer, template = load_model_and_tokenizer(cfg.model, use_cpu=training.use_cpu,
-                                                                      path=str(stage_dir))
-                offset += steps_k
-                continue
-            args = sft_arguments(training, out / "trainer" / f"stage-{k + 1}", max_length=max_len,
-                                 num_train_epochs=plan.epochs, max_steps=steps_k, ordered=False,
-                                 liger_kernel=liger, save_strategy="no",
-                                 seed=training.seed + k)
-            cb = _make_callbacks(losses, [0], lambda _k: None, k, offset)
-            last_trainer = train_tokenized(model, tokenizer, block, args, callbacks=[cb])
-            model = last_trainer.model
-            last_trainer.save_model(str(stage_dir))
-            tokenizer.save_pretrained(str(stage_dir))
-            done.write_text(run_key)
+        if done.is_file() and done.read_text().strip() == job.run_key:
+            job.console.print(f"stage {k + 1} already trained ({stage_dir}); loading its weights")
+            job.model, job.tokenizer, job.template = load_model_and_tokenizer(
+                job.cfg.model, use_cpu=training.use_cpu, path=str(stage_dir))
             offset += steps_k
+            continue
+        args = sft_arguments(training, out / "trainer" / f"stage-{k + 1}", max_length=max_len,
+                             num_train_epochs=plan.epochs, max_steps=steps_k, ordered=False,
+                             liger_kernel=job.liger, save_strategy="no", seed=training.seed + k)
+        cb = _make_callbacks(job.losses, [0], lambda _k: None, k, offset)
+        job.last_trainer = train_tokenized(job.model, job.tokenizer, block, args, callbacks=[cb])
+        job.model = job.last_trainer.model
+        job.last_trainer.save_model(str(stage_dir))
+        job.tokenizer.save_pretrained(str(stage_dir))
+        done.write_text(job.run_key)
+        offset += steps_k
 
-    model_dir = out / "model"
-    if last_trainer is not None:
-        last_trainer.save_model(str(model_dir))
-    else:  # every stage was already trained
-        model.save_pretrained(str(model_dir))
-    tokenizer.chat_template = template  # generation renders prompts exactly as training did
-    tokenizer.save_pretrained(str(model_dir))
 
-    loss_values = [x["loss"] for x in losses]
-    for s in stage_rows:
-        mine = [x["loss"] for x in losses if x["stage"] == s["stage"]]
+def _run_card(job: _Job, mode: str, stats: dict, model_dir: Path, seconds: float) -> dict:
+    import torch
+
+    cfg, cur, training = job.cfg, job.cfg.curriculum, job.training
+    loss_values = [x["loss"] for x in job.losses]
+    for s in job.stage_rows:
+        mine = [x["loss"] for x in job.losses if x["stage"] == s["stage"]]
         s["first_loss"] = mine[0] if mine else None
         s["last_loss"] = mine[-1] if mine else None
-    card = {
-        "run": {"output_dir": str(out), "model_dir": str(model_dir), "seconds": round(time.time() - started, 1),
+    return {
+        "run": {"output_dir": str(job.out), "model_dir": str(model_dir), "seconds": round(seconds, 1),
                 "lr_schedule": mode if cur.enabled else "single", "error_mask": cfg.data.error_mask,
                 "mask_source": cfg.data.mask_source,
-                "curriculum": cur.enabled, "rows_per_step": per_step, "packing": training.packing,
-                "liger_kernel": liger,
+                "curriculum": cur.enabled, "rows_per_step": rows_per_step(training), "packing": training.packing,
+                "liger_kernel": job.liger,
                 "sampling": "stages in order, shuffled within a stage" if cur.enabled else "shuffled union",
                 "device": "cuda" if torch.cuda.is_available() and not training.use_cpu else "cpu"},
-        "model": {"name_or_path": cfg.model.name_or_path, "parameters": n_params,
-                  "attn_implementation": model.config._attn_implementation},
+        "model": {"name_or_path": cfg.model.name_or_path, "parameters": job.n_params,
+                  "attn_implementation": job.model.config._attn_implementation},
         "data": stats,
-        "stages": stage_rows,
+        "stages": job.stage_rows,
         "losses": {"first": loss_values[0] if loss_values else None,
                    "final": loss_values[-1] if loss_values else None,
-                   "min": min(loss_values) if loss_values else None, "log": losses},
+                   "min": min(loss_values) if loss_values else None, "log": job.losses},
         "config": config_to_dict(cfg),
         "versions": _versions(),
     }
+
+
+def train_from_config(config: str | Path | SFTRunConfig, overrides: dict | None = None, *,
+                      console: Console | None = None) -> RunResult:
+    """Run one fine-tuning job from a YAML path or config object, with dotted-key `overrides`:
+    load the model, prepare (or reuse) the data, train the curriculum stages, save the model and
+    write the run card."""
+    from transformers import set_seed
+
+    cfg = _resolve(config, overrides)
+    console = console or Console(stderr=True)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    started = time.time()
+    set_seed(cfg.training.seed)
+    job = _load_model(cfg, out, console)
+    ds, stats = _prepare(job)
+    plans = _stage_plans(job, ds)
+    mode = "per_stage" if cfg.curriculum.enabled and cfg.curriculum.lr_schedule == "per_stage" else "global"
+    job.run_key = _run_key(cfg, json.loads((out / "prepared" / "prepare.json").read_text())["key"])
+    (_train_global if mode == "global" else _train_per_stage)(job, ds, plans)
+
+    model_dir = out / "model"
+    if job.last_trainer is not None:
+        job.last_trainer.save_model(str(model_dir))
+    else:  # every stage was already trained
+        job.model.save_pretrained(str(model_dir))
+    job.tokenizer.chat_template = job.template  # generation renders prompts exactly as training did
+    job.tokenizer.save_pretrained(str(model_dir))
+    card = _run_card(job, mode, stats, model_dir, time.time() - started)
     card_path = out / "run_card.json"
     card_path.write_text(json.dumps(card, indent=2, default=str))
     (out / "run_card.md").write_text(render_run_card(card))
     console.print(f"done: model in {model_dir}, run card {card_path}; loss "
                   f"{card['losses']['first']} -> {card['losses']['final']}")
-    return RunResult(output_dir=out, run_card_path=card_path, losses=loss_values, model_dir=model_dir,
-                     stages=stage_rows)
+    return RunResult(output_dir=out, run_card_path=card_path, losses=[x["loss"] for x in job.losses],
+                     model_dir=model_dir, stages=job.stage_rows)
 
 
 def _versions() -> dict[str, str]:

@@ -9,6 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from swelego.agent.rollout import rollout_options
+from swelego.config import command_config, config_flag, config_options
+from tts.run import TTSRunConfig
+
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
@@ -110,73 +114,44 @@ def score_cmd(run_dir, ks, grade, model_name, max_workers, timeout, bootstrap, s
 
 
 @tts.command("run")
-@click.option("--dataset", required=True,
-              help="Local task dataset (tasks/ dir, JSONL of swebench rows) or a Hub name, e.g. "
-                   "SWE-bench/SWE-bench_Verified.")
-@click.option("--split", default="test", show_default=True, help="Split of a Hub dataset.")
-@click.option("--instance-ids", default="", help="Comma list: run only these instances.")
-@click.option("--limit", type=int, default=None, help="Run only the first N instances.")
-@click.option("--exclude-instances", default=None, type=click.Path(exists=True),
-              help="Never run these instances: a verifier directory (the instances it was trained on, from its "
-                   "instances.json) or a file of ids (JSON list, or one id per line).")
+@config_flag(TTSRunConfig, "dataset", "--dataset")
+@config_flag(TTSRunConfig, "split", "--split")
+@config_flag(TTSRunConfig, "instance_ids", "--instance-ids", type=str)
+@config_flag(TTSRunConfig, "limit", "--limit")
+@config_flag(TTSRunConfig, "exclude_instances", "--exclude-instances", type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--policy", type=click.Choice(["oracle", "openai", "hf"]), default="openai", show_default=True,
-              help="openai: an OpenAI-compatible endpoint; hf: a local transformers model generating in this "
-                   "process (no server); oracle: replays gold patches (pipeline demos only).")
-@click.option("--base-url", default=None, help="Endpoint root for --policy openai.")
-@click.option("--model", default=None,
-              help="Model name served at --base-url; with --policy hf, a local model directory (e.g. OUTPUT/model "
-                   "of `swelego sft train`).")
-@click.option("--device", default="auto", show_default=True,
-              help="--policy hf: auto (cuda when available), cpu, cuda or cuda:N.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True, help="--policy hf: weights dtype (auto: bfloat16 on cuda, float32 on cpu).")
-@click.option("--tool-format", type=click.Choice(["native", "openhands"]), default="native", show_default=True)
-@click.option("--samples", default=16, show_default=True, help="Samples per instance (k).")
-@click.option("--temperature", default=0.7, show_default=True)
-@click.option("--top-p", default=None, type=float)
-@click.option("--max-tokens", default=4096, show_default=True, help="Completion tokens per turn.")
-@click.option("--max-turns", default=100, show_default=True)
-@click.option("--max-context-tokens", default=None, type=int)
-@click.option("--noise", default=0.0, show_default=True,
-              help="Oracle only: probability that a gold hunk becomes a corrupted edit.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=1, show_default=True, help="Episodes at once.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--ray-address", default=None)
-@click.option("--verifier", required=True,
-              help="Trained verifier directory, or the served verifier's model name with --verifier-base-url.")
-@click.option("--verifier-base-url", default=None, help="Score through this OpenAI-compatible endpoint (vLLM).")
-@click.option("--verifier-tokenizer", default=None, help="With --verifier-base-url: tokenizer for budgeting.")
-@click.option("--batch-size", default=4, show_default=True, help="Prompts per forward pass (local verifier).")
-@click.option("--max-length", type=int, default=None, help="Judge prompt token budget.")
-def run_cmd(dataset, split, instance_ids, limit, exclude_instances, out_dir, policy, base_url, model, device, dtype,
-            tool_format, samples, temperature,
-            top_p, max_tokens, max_turns, max_context_tokens, noise, seed, workers, executor, ray_address, verifier,
-            verifier_base_url, verifier_tokenizer, batch_size, max_length):
+@rollout_options(TTSRunConfig, prefix="rollout.")
+@config_flag(TTSRunConfig, "rollout.memory", "--memory")
+@config_flag(TTSRunConfig, "rollout.cpus", "--cpus")
+@config_flag(TTSRunConfig, "verifier", "--verifier")
+@config_flag(TTSRunConfig, "verifier_base_url", "--verifier-base-url")
+@config_flag(TTSRunConfig, "verifier_tokenizer", "--verifier-tokenizer")
+@config_flag(TTSRunConfig, "batch_size", "--batch-size")
+@config_flag(TTSRunConfig, "max_length", "--max-length")
+@config_options(TTSRunConfig)
+def run_cmd(out_dir):
     """Sample k rollouts per instance and score each with the verifier.
 
     Writes OUT/tasks.jsonl, OUT/samples.jsonl (one trajectory per sample, graded in its
     sandbox) and OUT/scores.jsonl (P(YES) per sample); a rerun skips what is done. Then run
-    `swelego tts score OUT` to select, grade with the official harness and report.
+    `swelego tts score OUT` to select, grade with the official harness and report. Every field
+    of the config (`--fields`) can be set in -c CONFIG.yaml or with --set.
     """
     from pathlib import Path
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from swelego.agent.rollout import RolloutConfig, progress_hooks
-    from tts.run import TTSRunConfig, tts_run
+    from swelego.agent.rollout import progress_hooks
+    from tts.run import tts_run
 
-    rcfg = RolloutConfig(out=str(Path(out_dir).resolve()), policy=policy, samples=samples, workers=workers,
-                         executor=executor, ray_address=ray_address, max_turns=max_turns,
-                         max_context_tokens=max_context_tokens, noise=noise, seed=seed, base_url=base_url,
-                         model=model, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                         tool_format=tool_format, device=device, dtype=dtype)
+    cfg = command_config(TTSRunConfig, essentials={"rollout.out": str(Path(out_dir).resolve())})
+    if not cfg.dataset:
+        raise click.UsageError("Missing option '--dataset' (or `dataset` in the config file).")
+    if not cfg.verifier:
+        raise click.UsageError("Missing option '--verifier' (or `verifier` in the config file).")
+    rcfg, dataset, exclude_instances = cfg.rollout, cfg.dataset, cfg.exclude_instances
     rcfg.validate()
-    cfg = TTSRunConfig(dataset=dataset, rollout=rcfg, split=split, limit=limit, exclude_instances=exclude_instances,
-                       instance_ids=tuple(i.strip() for i in instance_ids.split(",") if i.strip()),
-                       verifier=verifier, verifier_base_url=verifier_base_url, verifier_tokenizer=verifier_tokenizer,
-                       batch_size=batch_size, max_length=max_length)
+    policy, model, samples = rcfg.policy, rcfg.model, rcfg.samples
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[note]}"), console=err) as progress:
         episodes = progress.add_task("samples", total=None, note="")

@@ -15,38 +15,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from swelego.agent.rollout import RolloutConfig, RolloutSummary, load_rollout_tasks, rollout
+from swelego.config import doc_field
 from swelego.errors import SwelegoError
 from swelego.schema import TaskInstance, row_problem, save_jsonl
 
 
+def _tts_rollout() -> RolloutConfig:
+    return RolloutConfig(trajectories_file="samples.jsonl", policy="openai", samples=16)
+
+
 @dataclass
 class TTSRunConfig:
-    """dataset: local path or HF dataset name; split: the HF split; instance_ids / limit: a subset;
-    exclude_instances: instances never to run, e.g. the ones the verifier was trained on (a verifier
-    directory, whose instances.json names them, or a file of ids; see verifier.train.trained_instances).
-    rollout: the sampling (policy: oracle, openai or hf = a local model directory generating in this
-    process; samples = k, workers, endpoint, noise, ...); its `out` is the
-    run directory. verifier: a trained verifier directory, or the served model's name with
-    verifier_base_url; batch_size / max_length: local scoring; verifier_workers: requests in
-    flight to a served verifier."""
+    """`swelego tts run`: which instances, how they are sampled (`rollout`) and which verifier scores them."""
 
-    dataset: str
-    rollout: RolloutConfig
-    split: str = "test"
-    instance_ids: tuple[str, ...] = ()
-    limit: int | None = None
-    exclude_instances: str | None = None
-    verifier: str | None = None
-    verifier_base_url: str | None = None
-    verifier_tokenizer: str | None = None
-    batch_size: int = 4
-    max_length: int | None = None
-    verifier_workers: int = 8
-    extra: dict = field(default_factory=dict)
+    dataset: str = doc_field("Local task dataset (tasks/ dir, JSONL of swebench rows) or a Hub name, e.g. "
+                             "SWE-bench/SWE-bench_Verified (`--dataset`).", default="")
+    rollout: RolloutConfig = doc_field("The sampling: policy, k = samples, workers, endpoint, sandboxes "
+                                       "(swelego.agent.rollout.RolloutConfig); its `out` is the run directory "
+                                       "(`--out`).", default_factory=_tts_rollout)
+    split: str = doc_field("Split of a Hub dataset.", default="test")
+    instance_ids: tuple[str, ...] = doc_field("Run only these instances (comma list on the command line).",
+                                              default=())
+    limit: int | None = doc_field("Run only the first N instances.", default=None)
+    exclude_instances: str | None = doc_field(
+        "Never run these instances: a verifier directory (the instances it was trained on, from its "
+        "instances.json) or a file of ids (JSON list, or one id per line).", default=None)
+    verifier: str | None = doc_field("Trained verifier directory, or the served verifier's model name with "
+                                     "verifier_base_url.", default=None)
+    verifier_base_url: str | None = doc_field("Score through this OpenAI-compatible endpoint (vLLM).",
+                                              default=None)
+    verifier_tokenizer: str | None = doc_field("With verifier_base_url: tokenizer for budgeting.", default=None)
+    batch_size: int = doc_field("Prompts per forward pass (local verifier).", default=4)
+    max_length: int | None = doc_field("Judge prompt token budget.", default=None)
+    verifier_workers: int = doc_field("Requests in flight to a served verifier.", default=8)
+    extra: dict = doc_field("Free-form notes recorded with the run.", default_factory=dict)
 
 
 def load_tasks(dataset: str, split: str = "test", problems: list[str] | None = None) -> list[TaskInstance]:

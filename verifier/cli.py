@@ -10,6 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from swelego.config import fields_option
+from verifier.train import VerifierRunConfig
+
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
@@ -97,6 +100,7 @@ def data_cmd(trajectories, out_dir, tokenizer, max_length, eval_fraction, balanc
 @click.option("--kind", type=click.Choice(["generative", "regressive"]), default=None, help="Replaces kind.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any other field, dotted (e.g. --set training.learning_rate=1e-5); VALUE is YAML.")
+@fields_option(VerifierRunConfig)
 def train_cmd(config, data_paths, output_dir, max_steps, kind, sets):
     """Train a verifier with the recipe in CONFIG (YAML; see `swelego verifier fields`).
 

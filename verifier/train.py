@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sft.config import ModelConfig, TrainingConfig, dump_config
+from swelego.config import doc_field as _help
 from swelego.errors import SwelegoError
 from verifier.data import (
     BALANCE_MODES,
@@ -76,10 +77,6 @@ def trained_instances(path: str | Path) -> set[str]:
                 raise SwelegoError(f"{p}:{n}: not an instance id nor an object with instance_id") from None
         ids.add(line)
     return ids
-
-
-def _help(text: str, **kw) -> Any:
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from data_gen.build.config import BuildConfig, load_build_config
 from data_gen.build.display import print_summary
 from data_gen.build.hub import check_hub_access, push_to_hub
 from data_gen.build.stages import STAGE_NAMES, run_build
-from swelego.config import describe_config, parse_sets
+from swelego.config import fields_option, parse_sets
 
 
 @click.command("build")
@@ -32,8 +32,8 @@ from swelego.config import describe_config, parse_sets
 @click.option("--push-to-hub", "push", default=None, metavar="REPO",
               help="Publish the dataset to the Hugging Face Hub as REPO (NAME or OWNER/NAME) after the build.")
 @click.option("--private", is_flag=True, help="With --push-to-hub: create the repository private.")
-@click.option("--fields", "show_fields", is_flag=True, help="List every config field with its documentation and exit.")
-def build_cmd(config, out_dir, executor, only, start, force, overrides, push, private, show_fields):
+@fields_option(BuildConfig)
+def build_cmd(config, out_dir, executor, only, start, force, overrides, push, private):
     """Build a dataset from CONFIG (YAML): synthetic and real tasks, teacher rollouts, filtering,
     SFT exports and a dataset card, stage by stage.
 
@@ -47,11 +47,6 @@ def build_cmd(config, out_dir, executor, only, start, force, overrides, push, pr
 
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
     out_console = Console(width=None if sys.stdout.isatty() else 150)
-    if show_fields:
-        for name, tp, default, text in describe_config(BuildConfig):
-            out_console.print(f"[bold]{escape(name)}[/] ({escape(tp)}, default {escape(default)}): {escape(text)}",
-                              highlight=False)
-        return
     if config is None:
         raise click.UsageError("missing CONFIG (a YAML file; see configs/data/)")
     extra: dict[str, Any] = parse_sets(overrides)

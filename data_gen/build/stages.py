@@ -15,9 +15,8 @@ rich display.
 from __future__ import annotations
 
 import shutil
-import time
+from dataclasses import replace
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from rich.console import Console
 
 from data_gen.build.config import BuildConfig, check_config
 from data_gen.build.display import BuildProgress
-from data_gen.build.engine import BuildReport, Context, Stage, StageResult, first_line, run_stages
+from data_gen.build.engine import BuildReport, Context, Stage, StageResult, run_stages
 from swelego.config import config_to_dict
 from swelego.records import read_jsonl, write_json_atomic, write_jsonl_atomic
 
@@ -50,95 +49,40 @@ def wanted_trajectories(out: Path, samples: int) -> list[dict]:
 # -- stage: synthetic tasks ----------------------------------------------------------------------------
 
 
-def synth_source(source: str, cfg, progress=None) -> dict:
-    """One repository: its environment image first (so a failed build is told apart from the
-    rest), then `synthesize_repo`. Never raises: failures come back in the record."""
-    from data_gen.synth.pipeline import ENV_EXTRA_DEPS, synthesize_repo
-    from swelego.sandbox.images import build_env_image
-
-    t0 = time.monotonic()
-    try:
-        env = build_env_image(source, base=cfg.base, namespace=cfg.namespace, extra_deps=ENV_EXTRA_DEPS,
-                              log=lambda m: None)
-    except Exception as e:  # noqa: BLE001 - reported per source
-        return {"source": source, "env": {"source": source, "ok": False, "error": first_line(e),
-                                          "seconds": round(time.monotonic() - t0, 2)}}
-    rec: dict[str, Any] = {"source": source, "env": {
-        "source": source, "ok": True, "repo": env.repo, "version": env.version, "image": env.image,
-        "python": env.python, "built": env.built, "seconds": round(env.build_seconds, 2)}}
-    try:
-        rec["report"] = synthesize_repo(source, cfg, progress)
-    except Exception as e:  # noqa: BLE001
-        rec["error"] = first_line(e)
-    return rec
-
-
 def run_synth(ctx: Context) -> StageResult:
-    from data_gen.synth.pipeline import SynthConfig, report_dict
-    from swelego.executor import run_tasks
-    from swelego.schema import TaskInstance, save_jsonl
+    from data_gen.synth.pipeline import synthesize
 
     sc, c = ctx.cfg.synthetic, ctx.cfg
-    out = ctx.out / "tasks" / "synthetic"
-    out.mkdir(parents=True, exist_ok=True)
+    scfg = replace(sc, out=str(ctx.out / "tasks" / "synthetic"), namespace=c.namespace, base=c.base,
+                   llm_base_url=c.llm.base_url, llm_model=c.llm.model, llm_key_env=c.llm.api_key_env,
+                   executor=c.executor, ray_address=c.ray_address)
     sources = list(dict.fromkeys(sc.sources)) if sc.enabled else []
-    from data_gen.validate import ValidateConfig
-
-    scfg = SynthConfig(out=str(out), strategies=tuple(sc.strategies), max_candidates=sc.max_candidates,
-                       workers=sc.workers, seed=sc.seed, namespace=c.namespace,
-                       validate=ValidateConfig(test_selection=sc.test_selection, test_timeout=sc.test_timeout,
-                                               baseline_runs=sc.baseline_runs),
-                       base=c.base, llm_base_url=c.llm.base_url, llm_model=c.llm.model,
-                       llm_key_env=c.llm.api_key_env, executor=c.executor, ray_address=c.ray_address,
-                       modifiers=tuple(sc.modifiers))
     if scfg.llm() is None and {"llm_rewrite", "llm_modify"} & set(sc.strategies):
         ctx.log("notice: llm_rewrite / llm_modify are skipped: no llm.base_url and llm.model configured")
     counts: dict[str, tuple[int, int]] = {}
+    done: list[str] = []
     ctx.bar.update(total=len(sources) or 0, status=f"{len(sources)} repositories")
 
-    def on_progress(repo: str, done: int, total: int) -> None:
-        counts[repo] = (done, total)
+    def on_progress(repo: str, n: int, total: int) -> None:
+        counts[repo] = (n, total)
         ctx.bar.update(completed=sum(d for d, _ in counts.values()), total=sum(t for _, t in counts.values()),
                        status=f"validating candidates ({len(counts)}/{len(sources)} repositories)")
 
-    envs, reports, errors = [], [], {}
-    work = partial(synth_source, cfg=scfg, progress=on_progress if ctx.executor == "local" else None)
-    for done, (source, res) in enumerate(run_tasks(work, sources, executor=ctx.executor,
-                                                   ray_address=c.ray_address), 1):
+    def on_source(source: str, res: dict) -> None:
+        done.append(source)
         if ctx.executor != "local":  # Ray workers cannot report candidates: count repositories
-            ctx.bar.update(completed=done, total=len(sources), status="repositories (ray)")
-        if isinstance(res, BaseException):
-            res = {"source": source, "env": {"source": source, "ok": None}, "error": first_line(res)}
-        envs.append(res["env"])
-        if not res["env"].get("ok"):
-            errors[source] = "environment build failed: " + res["env"].get("error", "")
-        elif "error" in res:
-            errors[source] = res["error"]
-        if "report" in res:
-            reports.append(res["report"])
-            for n in res["report"].notices:
-                ctx.log(f"notice: {source}: {n}")
-        if source in errors:
-            ctx.log(f"✗ synth {source}: {errors[source]}")
-    # The rows of this config's candidates only: the store may hold candidates of earlier configs.
-    rows = sorted((TaskInstance.from_row(r["row"]) for rep in reports for r in rep.records
-                   if r.get("status") == "kept" and "row" in r), key=lambda t: t.instance_id)
-    save_jsonl(rows, out / "tasks.jsonl")
-    summary = report_dict(reports, errors)
-    summary["kept_rows"] = len(rows)
-    summary["envs"] = envs
-    # Sandbox time from the records: the clean-suite runs (median x runs, + the coverage run), every
-    # candidate's validation, and image builds made now.
-    suite_runs = sc.baseline_runs + int(sc.test_selection)
-    summary["container_seconds"] = round(sum(
-        float(rep.baseline.get("seconds", 0)) * suite_runs + sum(float(r.get("seconds", 0)) for r in rep.records)
-        for rep in reports) + sum(float(e.get("seconds", 0)) for e in envs if e.get("built")), 2)
-    write_json_atomic(out / "funnel.json", summary)
-    total = summary["funnel"]["all"].get("all", {})
+            ctx.bar.update(completed=len(done), total=len(sources), status="repositories (ray)")
+        for n in res["report"].notices if "report" in res else ():
+            ctx.log(f"notice: {source}: {n}")
+        if res.get("error"):
+            ctx.log(f"✗ synth {source}: {res['error']}")
+
+    res = synthesize(sources, scfg, progress=on_progress, on_source=on_source)
+    total = res.summary["funnel"]["all"].get("all", {})
     return StageResult(outputs=["tasks/synthetic/tasks.jsonl", "tasks/synthetic/funnel.json"],
-                       summary={"repositories": len(sources), "errors": errors, "rows": len(rows),
+                       summary={"repositories": len(sources), "errors": res.errors, "rows": len(res.rows),
                                 "candidates": total.get("candidates", 0), "valid": total.get("valid", 0)},
-                       container_seconds=summary["container_seconds"], failed=len(errors))
+                       container_seconds=res.summary["container_seconds"], failed=len(res.errors))
 
 
 # -- stage: real tasks -----------------------------------------------------------------------------------
@@ -264,16 +208,8 @@ def run_tasks_stage(ctx: Context) -> StageResult:
 
 
 def rollout_config(cfg: BuildConfig, out: Path):
-    from swelego.agent.rollout import RolloutConfig
-
-    t = cfg.teacher
-    return RolloutConfig(out=str(out / "trajectories"), policy=t.policy, samples=t.samples, workers=t.workers,
-                         executor=cfg.executor, ray_address=cfg.ray_address, max_turns=t.max_turns,
-                         max_context_tokens=t.max_context_tokens, command_timeout=t.command_timeout,
-                         max_observation=t.max_observation, memory=t.memory, cpus=t.cpus, grade=True,
-                         noise=t.noise, seed=t.seed, base_url=t.base_url, model=t.model,
-                         api_key_env=t.api_key_env, temperature=t.temperature, top_p=t.top_p,
-                         max_tokens=t.max_tokens, tool_format=t.tool_format)
+    """The teacher's RolloutConfig with the build's own keys: where it writes and where it runs."""
+    return replace(cfg.teacher, out=str(out / "trajectories"), executor=cfg.executor, ray_address=cfg.ray_address)
 
 
 def run_rollout(ctx: Context) -> StageResult:
@@ -366,8 +302,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("synth", (), ("tasks/synthetic",),
           lambda c: {"synthetic": {k: v for k, v in config_to_dict(c.synthetic).items() if k != "workers"},
                      "llm": c.llm, "namespace": c.namespace, "base": c.base},
-          lambda c: {"namespace": c.namespace, "base": c.base, "llm": c.llm, "test_timeout": c.synthetic.test_timeout,
-                     "test_selection": c.synthetic.test_selection, "baseline_runs": c.synthetic.baseline_runs},
+          lambda c: {"namespace": c.namespace, "base": c.base, "llm": c.llm, "validate": c.synthetic.validate},
           run_synth, "synthetic tasks from the repositories in synthetic.sources"),
     Stage("real", (), ("tasks/real",),
           lambda c: {"real": c.real, "decontamination": c.decontamination, "llm": c.llm,

@@ -10,6 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+from swelego.config import doc_field
 from swelego.harness import patch_files
 from swelego.records import iter_jsonl
 
@@ -18,21 +19,18 @@ TEST_DIRS = {"test", "tests", "testing", "e2e", "unittests", "unit_tests"}
 
 @dataclass
 class FilterConfig:
-    """Which mined changes become candidates.
+    """Which mined changes become candidates."""
 
-    min_files / max_files: bounds on the number of files the whole change touches (code + tests).
-    require_tests: the change must touch at least one test file (its tests define the task).
-    require_code: the change must touch at least one non-test file (the fix a solver writes).
-    min_statement_chars: the problem statement must have at least this many non-blank characters.
-    allow_binary: keep changes with binary diffs (they cannot be shown to a model as text).
-    """
-
-    min_files: int = 1
-    max_files: int = 15
-    require_tests: bool = True
-    require_code: bool = True
-    min_statement_chars: int = 10
-    allow_binary: bool = False
+    min_files: int = doc_field("Fewest files the whole change touches (code + tests).", default=1)
+    max_files: int = doc_field("Most files the whole change touches (code + tests).", default=15)
+    require_tests: bool = doc_field("The change must touch at least one test file (its tests define the task).",
+                                    default=True)
+    require_code: bool = doc_field("The change must touch at least one non-test file (the fix a solver writes).",
+                                   default=True)
+    min_statement_chars: int = doc_field("The problem statement must have at least this many non-blank "
+                                         "characters.", default=10)
+    allow_binary: bool = doc_field("Keep changes with binary diffs (they cannot be shown to a model as text).",
+                                   default=False)
 
 
 @dataclass

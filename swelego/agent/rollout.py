@@ -26,68 +26,66 @@ from typing import Any
 
 from swelego.agent import OraclePolicy, run_episode
 from swelego.agent.tools import ToolBox
+from swelego.config import doc_field
 from swelego.records import append_jsonl, read_jsonl
 from swelego.schema import TaskInstance
 from swelego.store import ResultStore
 
 POLICIES = ("oracle", "openai", "hf")
+TOOL_FORMATS = ("native", "openhands")
 
 
 @dataclass
 class RolloutConfig:
-    """How to roll out a dataset.
+    """How to roll out a dataset: the policy, its sampling, the episode and the sandbox, and where
+    the trajectories go. The one definition of these options: `data rollout`, `tts run` (its
+    `rollout` part) and the data build (its `teacher` part) all read this class.
 
-    out: output directory (see the module docstring for its files).
-    trajectories_file: name of the trajectory file in `out` (test-time scaling uses samples.jsonl).
-    policy: "oracle" (solves from the gold patch; for demos and smoke tests, labelled as such),
-        "openai" (an OpenAI-compatible endpoint) or "hf" (a local transformers model directory in
-        `model`, generating in this process; see swelego.agent.hf_policy).
-    samples: episodes per task (k); sample i of a task is independent of the others.
-    workers: episodes running at once on this machine (local executor).
-    executor / ray_address: "local" threads, or Ray tasks on a cluster.
-    max_turns: assistant messages per episode before it is stopped (SWE-Lego: 100).
-    max_context_tokens: stop an episode once its prompt exceeds this many tokens (None: no limit;
-        the hf policy also stops at its model's context length).
-    command_timeout: default seconds for one execute_bash call; max_observation: characters of a
-        tool result kept (head and tail).
-    memory / cpus / pids: sandbox limits per episode.
-    grade: grade each final patch with the task's hidden tests (resolved / semi_resolved).
-    noise: oracle only, probability that a gold hunk is replaced by a corrupted edit.
-    seed: base seed; sample i of a task gets a seed derived from (seed, instance, i).
-    base_url / model / api_key_env / temperature / top_p / max_tokens / tool_format: the
-        endpoint and sampling for the openai policy; model / temperature / top_p / max_tokens /
-        tool_format also serve the hf policy (model = the checkpoint directory, max_tokens = new
-        tokens per turn).
-    device / dtype: hf policy only: auto (cuda when available, else cpu; bfloat16 on cuda,
-        float32 on cpu), cpu, cuda[:N]; float32, bfloat16, float16.
-    """
+    One flat class, not nested policy/sandbox/episode parts: the fields are few, every caller
+    reads them by name (`cfg.max_tokens`), and rollout_config.json / `--set teacher.samples=2`
+    keep the shape users have."""
 
-    out: str
-    trajectories_file: str = "trajectories.jsonl"
-    policy: str = "oracle"
-    samples: int = 1
-    workers: int = 1
-    executor: str = "local"
-    ray_address: str | None = None
-    max_turns: int = 100
-    max_context_tokens: int | None = None
-    command_timeout: float = 120.0
-    max_observation: int = 30_000
-    memory: str = "2g"
-    cpus: float = 1.0
-    pids: int = 512
-    grade: bool = True
-    noise: float = 0.0
-    seed: int = 0
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.7
-    top_p: float | None = None
-    max_tokens: int = 4096
-    tool_format: str = "native"
-    device: str = "auto"
-    dtype: str = "auto"
+    out: str = doc_field("Output directory: trajectories.jsonl, errors.jsonl, summary.json (`--out`; the data "
+                         "build sets it to OUT/trajectories).", default="")
+    trajectories_file: str = doc_field("Name of the trajectory file in `out` (test-time scaling uses "
+                                       "samples.jsonl).", default="trajectories.jsonl")
+    # the policy
+    policy: str = doc_field("`openai`: any OpenAI-compatible endpoint (vLLM, SGLang, hosted); `hf`: a local "
+                            "transformers model directory in `model`, generating in this process (no server); "
+                            "`oracle`: replays the gold patch through the tools (demos and smoke tests; labelled "
+                            "policy=oracle, never model output).", default="oracle")
+    base_url: str | None = doc_field("Endpoint root for policy openai, e.g. http://localhost:8000/v1.", default=None)
+    model: str | None = doc_field("Model name served at base_url; with policy hf, a local model directory (e.g. "
+                                  "OUTPUT/model of `swelego sft train`).", default=None)
+    api_key_env: str = doc_field("Environment variable with the endpoint's key.", default="OPENAI_API_KEY")
+    tool_format: str = doc_field("`native` tool calls (text <function=…>/<tool_call> calls are parsed too), or "
+                                 "`openhands` text calls in the prompt.", default="native")
+    temperature: float = doc_field("Sampling temperature.", default=0.7)
+    top_p: float | None = doc_field("Nucleus sampling; null = the endpoint's default.", default=None)
+    max_tokens: int = doc_field("Completion tokens per turn (policy hf: new tokens per turn).", default=4096)
+    device: str = doc_field("Policy hf: auto (cuda when available, else cpu), cpu, cuda or cuda:N.", default="auto")
+    dtype: str = doc_field("Policy hf: weights dtype, auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16, "
+                           "float16.", default="auto")
+    noise: float = doc_field("Oracle only: probability that a gold hunk becomes a corrupted edit.", default=0.0)
+    seed: int = doc_field("Base seed; sample i of a task gets a seed derived from (seed, instance, i).", default=0)
+    # the episodes
+    samples: int = doc_field("Episodes per task (k); sample i of a task is independent of the others.", default=1)
+    max_turns: int = doc_field("Assistant turns per episode before it is stopped (SWE-Lego: 100).", default=100)
+    max_context_tokens: int | None = doc_field("Stop an episode once its prompt exceeds this many tokens (null: no "
+                                               "limit; policy hf also stops at its model's context length).",
+                                               default=None)
+    command_timeout: float = doc_field("Default seconds per shell command (execute_bash).", default=120.0)
+    max_observation: int = doc_field("Characters of a tool result kept (head and tail).", default=30_000)
+    grade: bool = doc_field("Grade each final patch with the task's hidden tests (resolved / semi_resolved).",
+                            default=True)
+    # the sandboxes and where they run
+    memory: str = doc_field("Memory limit of each episode's sandbox.", default="2g")
+    cpus: float = doc_field("CPU limit of each episode's sandbox.", default=1.0)
+    pids: int = doc_field("Process limit of each episode's sandbox.", default=512)
+    workers: int = doc_field("Episodes running at once on this machine (local executor).", default=1)
+    executor: str = doc_field("`local` threads, or `ray` tasks on a cluster (the data build sets its own).",
+                              default="local")
+    ray_address: str | None = doc_field("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
 
     def validate(self) -> None:
         from swelego.errors import SwelegoError
@@ -108,6 +106,8 @@ class RolloutConfig:
                 raise SwelegoError(f"unknown dtype {self.dtype!r} (one of {', '.join(DTYPES)})")
         if self.samples < 1:
             raise SwelegoError("--samples-per-task must be at least 1")
+        if self.tool_format not in TOOL_FORMATS:
+            raise SwelegoError(f"unknown tool_format {self.tool_format!r} (one of {', '.join(TOOL_FORMATS)})")
 
 
 @dataclass
@@ -136,6 +136,44 @@ def sample_key(instance_id: str, sample: int) -> str:
 
 def trajectory_key(record: dict) -> str:
     return sample_key(record["instance_id"], int((record.get("sampling") or {}).get("sample", 0)))
+
+
+def rollout_options(cls: type, prefix: str = "", samples_flag: str = "--samples"):
+    """The rollout flags of a command whose config `cls` holds a RolloutConfig at `prefix`
+    (`data rollout`: "", `tts run`: "rollout."): one definition, each flag's help the field's."""
+    import click
+
+    from swelego.config import config_flag
+
+    flags = [
+        ("policy", "--policy", {"type": click.Choice(POLICIES)}),
+        ("base_url", "--base-url", {}),
+        ("model", "--model", {}),
+        ("device", "--device", {}),
+        ("dtype", "--dtype", {"type": click.Choice(["auto", "float32", "bfloat16", "float16"])}),
+        ("api_key_env", "--api-key-env", {}),
+        ("tool_format", "--tool-format", {"type": click.Choice(TOOL_FORMATS)}),
+        ("samples", samples_flag, {}),
+        ("temperature", "--temperature", {}),
+        ("top_p", "--top-p", {}),
+        ("max_tokens", "--max-tokens", {}),
+        ("max_turns", "--max-turns", {}),
+        ("max_context_tokens", "--max-context-tokens", {}),
+        ("command_timeout", "--command-timeout", {}),
+        ("noise", "--noise", {}),
+        ("seed", "--seed", {}),
+        ("workers", "--workers", {}),
+        ("executor", "--executor", {"type": click.Choice(["local", "ray"])}),
+        ("ray_address", "--ray-address", {}),
+        ("grade", "--grade/--no-grade", {}),
+    ]
+
+    def deco(fn):
+        for name, flag, kw in reversed(flags):
+            fn = config_flag(cls, prefix + name, flag, **kw)(fn)
+        return fn
+
+    return deco
 
 
 def current_trajectories(records: list[dict], instance_ids: set[str], samples: int) -> list[dict]:
