@@ -4,9 +4,14 @@ warm sandboxes that are reset with git between candidates."""
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 import os
+import re
 import statistics
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from swelego.config import ConfigError, doc_field
@@ -40,11 +45,15 @@ class ValidateConfig:
         "Per-test time budget inside a run: this multiple of the slowest selected test's clean duration ...",
         default=10.0)
     per_test_constant: float = doc_field("... plus these seconds (pytest-timeout; the sandbox timeout backs it).",
-                                         default=5.0)
+                                         default=10.0)
     test_timeout: float = doc_field("Seconds for one test-suite run at most; a hanging candidate is a `timeout`.",
                                     default=600.0)
     baseline_runs: int = doc_field("Clean-suite runs; a test whose status changes between them is flaky.",
                                    default=3)
+    verify: bool = doc_field(
+        "Before a row is kept, swebench grades it in its own image: the gold patch resolves it, the empty "
+        "patch does not, every FAIL_TO_PASS test fails and every PASS_TO_PASS test passes without the fix.",
+        default=True)
 
     def __post_init__(self) -> None:
         if self.p2p not in P2P_MODES:
@@ -107,11 +116,106 @@ def stable_baseline(sb: DockerSandbox, test_cmd: str, *, log_parser: str, runs: 
     return Baseline(passing, failing, flaky, runs, statistics.median(times))
 
 
+# A pytest plugin loaded into the coverage run (`-p swelego_probe`). It records what a line-level
+# map cannot show: which tests start processes (their children's lines carry no test context),
+# which fixtures of a wider scope than the function each test uses (a line run while such a
+# fixture is set up is charged to the first test that asked for it, though every test sharing
+# the fixture sees its result), how long each test takes, and whether pytest-timeout is present.
+PROBE_DIR = "/tmp/swelego-probe"
+PROBE_JSON = "/tmp/swelego-probe.json"
+PROBE_PLUGIN = r'''
+import json
+import math
+import os
+import time
+
+import pytest
+
+_current = [None]
+_spawners = set()
+_tests = {}
+
+
+def _wrap(owner, name):
+    orig = getattr(owner, name, None)
+    if orig is None:
+        return
+
+    def spawn(*args, **kwargs):
+        if _current[0] is not None:
+            _spawners.add(_current[0])
+        return orig(*args, **kwargs)
+
+    setattr(owner, name, spawn)
+
+
+for _name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve", "execvp", "execvpe"):
+    _wrap(os, _name)
+try:
+    import _posixsubprocess
+    import subprocess
+
+    _wrap(_posixsubprocess, "fork_exec")
+    _wrap(subprocess, "_fork_exec")
+    _wrap(subprocess.Popen, "_execute_child")
+except ImportError:
+    pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _current[0] = item.nodeid
+    shared = []
+    info = getattr(item, "_fixtureinfo", None)
+    for name in getattr(info, "names_closure", ()):
+        defs = info.name2fixturedefs.get(name) or ()
+        if defs and str(getattr(defs[-1], "scope", "function")) not in ("function", "Scope.Function"):
+            shared.append(f"{defs[-1].baseid}::{name}")
+    t0 = time.perf_counter()
+    yield
+    _tests[item.nodeid] = {"seconds": round(time.perf_counter() - t0, 4), "shared": shared}
+    _current[0] = None
+
+
+def pytest_sessionfinish(session):
+    try:
+        import pytest_timeout  # noqa: F401
+        has_timeout = True
+    except ImportError:
+        has_timeout = False
+    with open(os.environ.get("SWELEGO_PROBE_OUT", "/tmp/swelego-probe.json"), "w") as f:
+        json.dump({"spawners": sorted(_spawners), "tests": _tests, "pytest_timeout": has_timeout}, f)
+'''
+
+
+def log_id(node_id: str) -> str:
+    """A pytest node id as swebench's log parsers report it: up to its first whitespace."""
+    parts = node_id.split()
+    return parts[0] if parts else node_id
+
+
 @dataclass
 class CoverageMap:
-    """file (relative to /testbed) -> line -> ids of the tests that executed it."""
+    """file (relative to /testbed) -> line -> ids of the tests that executed it, and what the
+    probe saw of the tests (see PROBE_PLUGIN).
+
+    lines: every phase of a test (setup, call, teardown) counts.
+    fixture_lines: the lines a test ran while its fixtures were set up or torn down.
+    outside: lines that ran outside any test (import, collection, session start/end).
+    spawners: tests that started a process (whose lines the map cannot attribute).
+    shared: test -> fixtures of class, module, package or session scope it uses.
+    durations: test -> seconds of its setup + call + teardown in the coverage run.
+    probed: False for a map made without the probe (inference is then never used).
+    """
 
     lines: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+    fixture_lines: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+    outside: dict[str, list[int]] = field(default_factory=dict)
+    spawners: list[str] = field(default_factory=list)
+    shared: dict[str, list[str]] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    probed: bool = False
+    pytest_timeout: bool = False
 
     def tests_for(self, path: str, start: int, end: int) -> set[str]:
         by_line = self.lines.get(path, {})
@@ -120,46 +224,191 @@ class CoverageMap:
             out.update(by_line.get(n, ()))
         return out
 
+    def closure(self, path: str, start: int, end: int) -> set[str]:
+        """`tests_for`, plus every test sharing a wider-scoped fixture with a test whose fixture
+        setup or teardown ran one of these lines (it sees the fixture's value), plus the tests
+        that start processes (the map cannot tell what their children run)."""
+        out = self.tests_for(path, start, end)
+        by_line = self.fixture_lines.get(path, {})
+        setup_tests = {t for n in range(start, end + 1) for t in by_line.get(n, ())}
+        if setup_tests:
+            keys = {k for t in setup_tests for k in self.shared.get(t, ())}
+            out |= {t for t, ks in self.shared.items() if keys & set(ks)}
+        return out | set(self.spawners)
+
+    def node_ids(self, ids) -> list[str]:
+        """The pytest node ids behind test ids as the log parser reports them. swebench's pytest
+        parser keeps a node id up to its first space (`test_x[a b]` is reported as `test_x[a`), so
+        one reported id may stand for several node ids: all of them run, as in a full run."""
+        index: dict[str, list[str]] = {}
+        for nid in self.durations:
+            index.setdefault(log_id(nid), []).append(nid)
+        out: set[str] = set()
+        for t in ids:
+            out.update(index.get(t) or [t])
+        return sorted(out)
+
+    def ran_outside(self, path: str, start: int, end: int) -> list[int]:
+        return [n for n in self.outside.get(path, ()) if start <= n <= end]
+
     def to_json(self) -> dict:
-        return {f: {str(n): ids for n, ids in d.items()} for f, d in self.lines.items()}
+        def enc(m):
+            return {f: {str(n): ids for n, ids in d.items()} for f, d in m.items()}
+
+        return {"lines": enc(self.lines), "fixture_lines": enc(self.fixture_lines), "outside": self.outside,
+                "spawners": self.spawners, "shared": self.shared, "durations": self.durations,
+                "probed": self.probed, "pytest_timeout": self.pytest_timeout}
 
     @classmethod
     def from_json(cls, d: dict) -> CoverageMap:
-        return cls({f: {int(n): ids for n, ids in m.items()} for f, m in d.items()})
+        def dec(m):
+            return {f: {int(n): ids for n, ids in x.items()} for f, x in m.items()}
+
+        if "lines" not in d or not isinstance(d.get("lines"), dict) or "probed" not in d:
+            return cls(dec(d))  # a map cached before the probe: selection only, never inference
+        return cls(dec(d["lines"]), dec(d.get("fixture_lines", {})), d.get("outside", {}), d.get("spawners", []),
+                   d.get("shared", {}), d.get("durations", {}), bool(d.get("probed")),
+                   bool(d.get("pytest_timeout")))
 
 
 def coverage_map(sb: DockerSandbox, test_cmd: str, *, timeout: float = 1800, workdir: str = "/testbed") -> CoverageMap:
-    """One coverage run of the clean suite with per-test contexts (pytest-cov)."""
+    """One coverage run of the clean suite with per-test contexts (pytest-cov) and the probe."""
     sb.reset("git")
+    sb.write_file(f"{PROBE_DIR}/swelego_probe.py", PROBE_PLUGIN)
     # -i: data files under the tree (templates, fixtures) are not Python and must not abort the report.
-    r = sb.exec(f"{test_cmd} --cov={workdir} --cov-context=test --cov-report= >/tmp/swelego-cov.log 2>&1; "
-                f"coverage json -i --show-contexts -q -o {COV_JSON}", timeout=timeout)
+    r = sb.exec(f"export PYTHONPATH={PROBE_DIR}${{PYTHONPATH:+:$PYTHONPATH}} SWELEGO_PROBE_OUT={PROBE_JSON}; "
+                f"rm -f {PROBE_JSON}; {test_cmd} -p swelego_probe --cov={workdir} --cov-context=test --cov-report= "
+                f">/tmp/swelego-cov.log 2>&1; coverage json -i --show-contexts -q -o {COV_JSON}", timeout=timeout)
     try:
         data = json.loads(sb.read_file(COV_JSON))
     except (FileNotFoundError, ValueError):
         tail = sb.exec("tail -n 5 /tmp/swelego-cov.log").output.strip()
         raise SwelegoError(f"coverage run produced no data (exit {r.exit_code}): {tail[-300:]}") from None
     finally:
+        try:
+            probe = json.loads(sb.read_file(PROBE_JSON))
+        except (FileNotFoundError, ValueError):
+            probe = None
+        sb.exec(f"rm -rf {PROBE_DIR} {PROBE_JSON}")
         sb.reset("git")
     cov = CoverageMap()
     for fname, fdata in data.get("files", {}).items():
         rel = os.path.relpath(fname, workdir) if fname.startswith("/") else fname
         by_line: dict[int, list[str]] = {}
+        in_fixtures: dict[int, list[str]] = {}
+        outside: list[int] = []
         for line, contexts in (fdata.get("contexts") or {}).items():
-            ids = sorted({c.split("|", 1)[0] for c in contexts if c})  # "" is import-time code
+            ids = sorted({c.split("|", 1)[0] for c in contexts if c})
+            phased = sorted({c.split("|", 1)[0] for c in contexts if c.endswith(("|setup", "|teardown"))})
             if ids:
                 by_line[int(line)] = ids
+            if phased:
+                in_fixtures[int(line)] = phased
+            if "" in contexts:  # import, collection, session start / end: no test context
+                outside.append(int(line))
         if by_line:
             cov.lines[rel] = by_line
+        if in_fixtures:
+            cov.fixture_lines[rel] = in_fixtures
+        if outside:
+            cov.outside[rel] = sorted(outside)
+    if probe is not None:
+        cov.probed = True
+        cov.spawners = probe.get("spawners", [])
+        cov.pytest_timeout = bool(probe.get("pytest_timeout"))
+        for t, info in probe.get("tests", {}).items():
+            cov.durations[t] = float(info.get("seconds", 0.0))
+            if info.get("shared"):
+                cov.shared[t] = info["shared"]
     return cov
 
 
+# -- PASS_TO_PASS inference: which candidates qualify -------------------------------------------
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+
+
+def changed_lines(patch: str) -> dict[str, set[int]]:
+    """Lines of the old (clean) files that a unified diff removes or inserts next to: an
+    insertion between old lines k and k+1 counts both."""
+    out: dict[str, set[int]] = {}
+    path = None
+    old = 0
+    for line in patch.splitlines():
+        if line.startswith("--- "):
+            name = line[4:].split("\t", 1)[0]
+            path = None if name == "/dev/null" else name[2:] if name.startswith("a/") else name
+            continue
+        if line.startswith("+++ "):
+            if path is None:
+                name = line[4:].split("\t", 1)[0]
+                path = name[2:] if name.startswith("b/") else name
+                out.setdefault(path, set()).add(0)  # a new file: never inside a function body
+            continue
+        m = _HUNK.match(line)
+        if m:
+            old = int(m.group(1))
+            continue
+        if path is None or not line:
+            continue
+        tag = line[0]
+        if tag == " ":
+            old += 1
+        elif tag == "-":
+            out.setdefault(path, set()).add(old)
+            old += 1
+        elif tag == "+":
+            out.setdefault(path, set()).update((max(old - 1, 0), old))
+    return out
+
+
+def body_spans(source: str) -> list[tuple[int, int]]:
+    """(first, last) line of every function body in `source`: its statements, not its
+    decorators, signature, defaults or annotations (those run when the def runs)."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            spans.append((node.body[0].lineno, node.end_lineno or node.body[-1].lineno))
+    return spans
+
+
+def inference_blocker(patch: str, sources: dict[str, str], cov: CoverageMap, tests: list[str]) -> str | None:
+    """Why this candidate's PASS_TO_PASS cannot be inferred from the map (None: it can).
+
+    Only a change whose lines all lie inside function bodies qualifies, and only when no body line
+    of those functions ran outside a test (at import or collection time, or in a process the map
+    cannot see) and the file is not itself collected for tests (doctests, test modules)."""
+    if not cov.probed:
+        return "coverage map without the probe"
+    changed = changed_lines(patch)
+    if not changed:
+        return "no changed lines"
+    for path, lines in changed.items():
+        if path not in sources:
+            return f"{path}: not a mapped source file"
+        if any(t.split("::", 1)[0] == path for t in tests):
+            return f"{path}: collected as a test module (doctests or tests)"
+        try:
+            spans = body_spans(sources[path])
+        except SyntaxError:
+            return f"{path}: does not parse"
+        for n in sorted(lines):
+            inner = [s for s in spans if s[0] <= n <= s[1]]
+            if not inner:
+                return f"{path}:{n}: outside a function body (module, class body, decorator or signature)"
+            first, last = max(inner)  # the innermost body holding the line
+            ran = cov.ran_outside(path, first, last)
+            if ran:
+                return f"{path}:{ran[0]}: runs outside any test (import or collection time)"
+    return None
+
+
 def run_selected(sb: DockerSandbox, test_cmd: str, tests: list[str], *, log_parser: str,
-                 timeout: float) -> TestRun:
+                 timeout: float, extra_args: str = "") -> TestRun:
     """Run only `tests` (pytest node ids), passed through an args file: a long id list would
     overflow one command line."""
     sb.write_file(ARGS_FILE, "\n".join(tests) + "\n")
-    return run_tests(sb, f"{test_cmd} @{ARGS_FILE}", timeout=timeout, log_parser=log_parser)
+    return run_tests(sb, f"{test_cmd}{extra_args} @{ARGS_FILE}", timeout=timeout, log_parser=log_parser)
 
 
 def broken_tests(baseline_passing: list[str] | set[str], run: TestRun, among: set[str] | None = None) -> list[str]:
@@ -167,6 +416,31 @@ def broken_tests(baseline_passing: list[str] | set[str], run: TestRun, among: se
     module no longer imports, counts as broken)."""
     pool = set(baseline_passing) if among is None else set(baseline_passing) & among
     return sorted(t for t in pool if run.status.get(t) not in PASSED_STATES)
+
+
+# pytest-timeout's thread method prints this banner, dumps the stacks and ends the process.
+_PER_TEST_TIMEOUT = re.compile(r"^\++ Timeout \++\s*$", re.M)
+
+
+def hit_test_budget(run: TestRun) -> bool:
+    """A test of `run` ran past its per-test budget (pytest-timeout ended the run)."""
+    return bool(_PER_TEST_TIMEOUT.search(run.log))
+
+
+def per_test_budget(cov: CoverageMap | None, tests, cfg: ValidateConfig) -> float | None:
+    """Seconds one test may take: `per_test_factor` x the slowest of `tests` in the coverage run
+    plus `per_test_constant`. None without pytest-timeout in the image or without durations."""
+    if cov is None or not cov.pytest_timeout or not cov.durations:
+        return None
+    known = [cov.durations[t] for t in tests if t in cov.durations]
+    slowest = max(known) if known else max(cov.durations.values())
+    return round(cfg.per_test_factor * slowest + cfg.per_test_constant, 2)
+
+
+def timeout_args(seconds: float | None) -> str:
+    # thread: the first test past its budget ends the run at once (a hang costs one budget, not
+    # one per covering test); the sandbox's own exec timeout is the backstop.
+    return f" --timeout={seconds:g} --timeout-method=thread" if seconds else ""
 
 
 @dataclass
@@ -177,6 +451,20 @@ class Outcome:
     tests_run: int = 0
     seconds: float = 0.0
     log: str = ""  # the final run's log, for the problem statement
+    # How the lists were obtained: inferred (covering tests run, PASS_TO_PASS from the map),
+    # full (a full-suite run), audited (inferred, then checked by a full-suite run whose lists win).
+    validation: str = "full"
+    backstop: bool = False  # the sandbox's exec timeout fired (processes may be left behind)
+    inferred: dict | None = None  # audited: the inferred lists and status, for the comparison
+    blocker: str | None = None  # why inference was not used (None: it was, or it was off)
+
+    @property
+    def agreed(self) -> bool | None:
+        """Audited: whether the full-suite run confirmed the inferred status and lists exactly."""
+        if self.inferred is None:
+            return None
+        return (self.inferred["status"] == self.status and self.inferred["fail_to_pass"] == self.fail_to_pass
+                and self.inferred["pass_to_pass"] == self.pass_to_pass)
 
 
 def time_budget(baseline: Baseline, n_tests: int, cap: float) -> float:
@@ -187,38 +475,120 @@ def time_budget(baseline: Baseline, n_tests: int, cap: float) -> float:
 
 
 def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cmd: str, log_parser: str,
-                   covering: set[str] | None, timeout: float) -> Outcome:
+                   covering: set[str] | None, timeout: float, infer: bool = False,
+                   audit: bool | Callable[[], bool] = False,
+                   budget: Callable[[list[str]], float | None] | None = None,
+                   node_ids: Callable[[list[str]], list[str]] | None = None) -> Outcome:
     """Apply a bug patch to the clean tree and classify it.
 
-    With `covering` (test selection on) only those tests run first; a candidate that breaks
-    one of them gets a full-suite run, which fixes its FAIL_TO_PASS and PASS_TO_PASS. Without
-    it the full suite runs once. Each run gets `time_budget` seconds, at most `timeout`."""
+    With `covering` (test selection on) only those tests run first. A candidate that breaks none
+    of them is `no_break`. One that breaks some gets, with `infer`, FAIL_TO_PASS = the broken
+    covering tests and PASS_TO_PASS = the other stable passing tests, and no further run unless
+    `audit` says so (a callable is asked only for a candidate that would be valid); without
+    `infer` a full-suite run fixes both lists. Without `covering` the full suite runs once.
+    Each run gets `time_budget` seconds, at most `timeout`, and with `budget` (tests -> seconds)
+    a per-test budget enforced by pytest-timeout inside the run. `node_ids` maps reported test
+    ids to the pytest node ids to run (CoverageMap.node_ids)."""
     sb.reset("git")
     seconds = 0.0
     if not apply_patch(sb, patch):
         return Outcome("apply_failed")
     flaky = set(baseline.flaky)
+    inferred = None
     if covering is not None:
-        selected = sorted(covering & set(baseline.passing))
+        # Coverage contexts name pytest node ids; the baseline names what the log parser reports.
+        selected = sorted({log_id(t) for t in covering} & set(baseline.passing))
         if not selected:
-            return Outcome("no_tests")
-        run = run_selected(sb, test_cmd, selected, log_parser=log_parser,
-                           timeout=time_budget(baseline, len(selected), timeout))
+            return Outcome("no_tests", validation="inferred" if infer else "full")
+        to_run = node_ids(selected) if node_ids else selected
+        run = run_selected(sb, test_cmd, to_run, log_parser=log_parser,
+                           timeout=time_budget(baseline, len(selected), timeout),
+                           extra_args=timeout_args(budget(to_run) if budget else None))
         seconds += run.duration
-        if run.timed_out:
-            return Outcome("timeout", tests_run=len(selected), seconds=seconds)
-        if not broken_tests(baseline.passing, run, among=set(selected)):
-            return Outcome("no_break", tests_run=len(selected), seconds=seconds)
-    run = run_tests(sb, test_cmd, timeout=time_budget(baseline, len(baseline.passing), timeout),
-                    log_parser=log_parser)
+        if run.timed_out or hit_test_budget(run):
+            return Outcome("timeout", tests_run=len(selected), seconds=seconds, backstop=run.timed_out,
+                           validation="inferred" if infer else "full")
+        broken = broken_tests(baseline.passing, run, among=set(selected))
+        if not broken:
+            return Outcome("no_break", tests_run=len(selected), seconds=seconds,
+                           validation="inferred" if infer else "full")
+        if infer:
+            f2p = [t for t in broken if t not in flaky]
+            p2p = sorted(set(baseline.passing) - flaky - set(f2p))
+            status = "valid" if f2p and p2p else "invalid" if f2p else "no_break"
+            if status != "valid" or not (audit() if callable(audit) else audit):
+                return Outcome(status, f2p, p2p, len(selected), seconds, run.log, validation="inferred")
+            inferred = {"status": status, "fail_to_pass": f2p, "pass_to_pass": p2p}
+    run = run_tests(sb, test_cmd + timeout_args(budget(baseline.passing) if budget else None),
+                    timeout=time_budget(baseline, len(baseline.passing), timeout), log_parser=log_parser)
     seconds += run.duration
-    if run.timed_out:
-        return Outcome("timeout", seconds=seconds)
+    validation = "audited" if inferred else "full"
+    if run.timed_out or hit_test_budget(run):
+        return Outcome("timeout", seconds=seconds, backstop=run.timed_out, validation=validation, inferred=inferred)
     f2p = [t for t in broken_tests(baseline.passing, run) if t not in flaky]
     p2p = sorted(t for t in baseline.passing if run.status.get(t) in PASSED_STATES and t not in flaky)
     n = len(run.status)
     if not f2p:
-        return Outcome("no_break", tests_run=n, seconds=seconds)
+        return Outcome("no_break", tests_run=n, seconds=seconds, validation=validation, inferred=inferred)
     if not p2p:
-        return Outcome("invalid", f2p, p2p, n, seconds, run.log)
-    return Outcome("valid", f2p, p2p, n, seconds, run.log)
+        return Outcome("invalid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred)
+    return Outcome("valid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred)
+
+
+class InferenceAudit:
+    """Per repository: which inferred valid candidates also get the full-suite run, and whether
+    inference is still trusted. Thread-safe (the workers of one repository share it).
+
+    The first `audit_min` inferred valid candidates are audited, and after that enough of them
+    that at least `audit_fraction` of all inferred valid candidates were. A disagreement (or a
+    row the official grading rejects) turns inference off for the rest of the repository."""
+
+    def __init__(self, cfg: ValidateConfig) -> None:
+        self.cfg = cfg
+        self.enabled = cfg.inference
+        self.inferred_valid = 0
+        self.audited = 0
+        self.disagreements: list[dict] = []
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """Called for an inferred valid candidate: True = audit this one."""
+        with self._lock:
+            self.inferred_valid += 1
+            need = max(self.cfg.audit_min, math.ceil(self.cfg.audit_fraction * self.inferred_valid))
+            if self.audited < need:
+                self.audited += 1
+                return True
+            return False
+
+    def record(self, cid: str, outcome: Outcome) -> None:
+        if outcome.agreed is False:
+            self.disagree(cid, f"full-suite run: {outcome.status}, F2P {len(outcome.fail_to_pass)} / P2P "
+                               f"{len(outcome.pass_to_pass)}; inferred: {outcome.inferred['status']}, F2P "
+                               f"{len(outcome.inferred['fail_to_pass'])} / P2P {len(outcome.inferred['pass_to_pass'])}",
+                          _diff(outcome))
+
+    def disagree(self, cid: str, reason: str, tests: list[str] | None = None) -> None:
+        with self._lock:
+            self.enabled = False
+            self.disagreements.append({"candidate": cid, "reason": reason, "tests": (tests or [])[:20]})
+
+    def replay(self, rec: dict) -> None:
+        """A record read back from the store (a resumed run) counts as if validated now."""
+        v = rec.get("validation")
+        with self._lock:
+            if v == "audited" or (v == "inferred" and rec.get("status") in ("valid", "kept", "grading_mismatch")):
+                self.inferred_valid += 1
+                self.audited += v == "audited"
+        if rec.get("audit_agreed") is False or rec.get("inference_wrong"):
+            self.disagree(rec["candidate"]["id"], rec.get("error") or "disagreement recorded by an earlier run")
+
+    def summary(self) -> dict:
+        return {"inference": "on" if self.enabled else "off", "inferred_valid": self.inferred_valid,
+                "audited": self.audited, "disagreements": self.disagreements}
+
+
+def _diff(o: Outcome) -> list[str]:
+    if o.inferred is None:
+        return []
+    return sorted(set(o.fail_to_pass) ^ set(o.inferred["fail_to_pass"]))
