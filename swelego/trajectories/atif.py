@@ -68,15 +68,50 @@ def session_id(traj: Trajectory) -> str:
     return traj.instance_id if sample is None else f"{traj.instance_id}:{sample}"
 
 
+def _tool_calls(msg: dict) -> list[dict]:
+    calls = []
+    for c in msg.get("tool_calls") or []:
+        fn = c.get("function") or {}
+        args, raw = _arguments(fn.get("arguments"))
+        call: dict[str, Any] = {"tool_call_id": str(c.get("id") or ""), "function_name": fn.get("name") or "",
+                                "arguments": args}
+        if raw is not None:
+            call["extra"] = {"raw_arguments": raw}
+        calls.append(call)
+    return calls
+
+
+def _agent_step(msg: dict, model: str, llm_calls: int, masked: bool, malformed: bool) -> dict:
+    step: dict[str, Any] = {"source": "agent", "message": flatten_content(msg.get("content"))}
+    if model:
+        step["model_name"] = model
+    if isinstance(msg.get("reasoning_content"), str) and msg["reasoning_content"].strip():
+        step["reasoning_content"] = msg["reasoning_content"]
+    if calls := _tool_calls(msg):
+        step["tool_calls"] = calls
+    step["llm_call_count"] = llm_calls
+    step["extra"] = {"turn_mask": masked, **({"malformed_call": True} if malformed else {})}
+    return step
+
+
+def _final_metrics(usage: dict, steps: int) -> dict:
+    final: dict[str, Any] = {"total_steps": steps}
+    for ours, theirs in (("prompt_tokens", "total_prompt_tokens"), ("completion_tokens", "total_completion_tokens"),
+                         ("cached_tokens", "total_cached_tokens")):
+        if isinstance(usage.get(ours), int):
+            final[theirs] = usage[ours]
+    if isinstance(usage.get("requests"), int):
+        final["extra"] = {"llm_requests": usage["requests"]}
+    return final
+
+
 def to_atif(traj: Trajectory, error_turns: Collection[int] = ()) -> dict:
     """The trajectory as one ATIF document (a dict ready for `json.dumps`). `error_turns`:
     indices into `traj.messages` of the assistant messages flagged as errors (``turn_mask``)."""
     masked = set(error_turns)
     deterministic = traj.policy in DETERMINISTIC_POLICIES
-    llm_calls = 0 if deterministic else 1
     model = "" if deterministic else traj.model
-    # Our per-call statistics, in the order of each assistant message's tool results.
-    stats: dict[int, list] = {}
+    stats: dict[int, list] = {}  # our per-call statistics by assistant message, in result order
     for s in traj.steps:
         if s.message_index is not None:
             stats.setdefault(s.message_index, []).append(s)
@@ -85,67 +120,39 @@ def to_atif(traj: Trajectory, error_turns: Collection[int] = ()) -> dict:
     pending: list = []  # the current agent step's call statistics not yet paired with a result
     for i, msg in enumerate(traj.messages):
         role = msg.get("role")
-        content = flatten_content(msg.get("content"))
         if role == "tool" and agent_step is not None:
-            result: dict[str, Any] = {"source_call_id": str(msg.get("tool_call_id") or ""), "content": content}
-            st = pending.pop(0) if pending else None
-            if st is not None:
-                result["extra"] = _result_extra(st)
+            result: dict[str, Any] = {"source_call_id": str(msg.get("tool_call_id") or ""),
+                                      "content": flatten_content(msg.get("content"))}
+            if pending:
+                result["extra"] = _result_extra(pending.pop(0))
             agent_step.setdefault("observation", {"results": []})["results"].append(result)
             continue
-        step: dict[str, Any] = {"step_id": len(steps) + 1}
         if role == "assistant":
-            step.update(source="agent", message=content)
-            if model:
-                step["model_name"] = model
-            if isinstance(msg.get("reasoning_content"), str) and msg["reasoning_content"].strip():
-                step["reasoning_content"] = msg["reasoning_content"]
-            calls = []
-            for c in msg.get("tool_calls") or []:
-                fn = c.get("function") or {}
-                args, raw = _arguments(fn.get("arguments"))
-                call: dict[str, Any] = {"tool_call_id": str(c.get("id") or ""),
-                                        "function_name": fn.get("name") or "", "arguments": args}
-                if raw is not None:
-                    call["extra"] = {"raw_arguments": raw}
-                calls.append(call)
-            if calls:
-                step["tool_calls"] = calls
-            step["llm_call_count"] = llm_calls
-            own = [s for s in stats.get(i, []) if s.tool or s.error_kind != "malformed_call"]
-            extra: dict[str, Any] = {"turn_mask": i in masked}
-            if len(own) < len(stats.get(i, [])):
-                extra["malformed_call"] = True
-            step["extra"] = extra
-            pending = own
-            agent_step = step
-        else:
-            # system prompt, task, nudges; a tool message before any assistant turn is kept as text
-            step.update(source="system" if role == "system" else "user", message=content)
-            if role not in ("system", "user"):
-                step["extra"] = {"role": role}
-            agent_step, pending = None, []
+            pending = [s for s in stats.get(i, []) if s.tool or s.error_kind != "malformed_call"]
+            agent_step = {"step_id": len(steps) + 1,
+                          **_agent_step(msg, model, 0 if deterministic else 1, i in masked,
+                                        malformed=len(pending) < len(stats.get(i, [])))}
+            steps.append(agent_step)
+            continue
+        # system prompt, task, nudges; a tool message before any assistant turn is kept as text
+        step = {"step_id": len(steps) + 1, "source": "system" if role == "system" else "user",
+                "message": flatten_content(msg.get("content"))}
+        if role not in ("system", "user"):
+            step["extra"] = {"role": role}
         steps.append(step)
+        agent_step, pending = None, []
     agent: dict[str, Any] = {"name": AGENT_NAME, "version": __version__}
     if model:
         agent["model_name"] = model
     if traj.tools:
         agent["tool_definitions"] = traj.tools
     agent["extra"] = {"policy": traj.policy}
-    final: dict[str, Any] = {"total_steps": len(steps)}
-    usage = traj.usage or {}
-    for ours, theirs in (("prompt_tokens", "total_prompt_tokens"), ("completion_tokens", "total_completion_tokens"),
-                         ("cached_tokens", "total_cached_tokens")):
-        if isinstance(usage.get(ours), int):
-            final[theirs] = usage[ours]
-    if isinstance(usage.get("requests"), int):
-        final["extra"] = {"llm_requests": usage["requests"]}
     return {
         "schema_version": SCHEMA_VERSION,
         "session_id": session_id(traj),
         "agent": agent,
         "steps": steps,
-        "final_metrics": final,
+        "final_metrics": _final_metrics(traj.usage or {}, len(steps)),
         "extra": {"instance_id": traj.instance_id, "resolved": traj.resolved, "semi_resolved": traj.semi_resolved,
                   "exit_reason": traj.exit_reason, "error": traj.error, "turns": traj.turns,
                   "started_at": traj.started_at, "finished_at": traj.finished_at, "sampling": traj.sampling,
