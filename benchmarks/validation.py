@@ -41,12 +41,15 @@ from data_gen.validate import (
     Baseline,
     CoverageMap,
     InferenceAudit,
+    Item,
     ValidateConfig,
     coverage_map,
     inference_blocker,
     per_test_budget,
+    plan_batches,
     stable_baseline,
     validate_patch,
+    validate_unit,
 )
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.images import build_env_image
@@ -92,6 +95,7 @@ class ModeRun:
     wall: float = 0.0
     results: dict[str, Result] = field(default_factory=dict)
     audit: dict = field(default_factory=dict)
+    units: int = 0  # (a): test-run units after batching
 
     @property
     def n(self) -> int:
@@ -182,17 +186,39 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
             sb.start()
             pool.put(sb)
 
-        def one(c: Candidate) -> Result:
+        def one(c: Candidate) -> list[Result]:
             sb = pool.get()
             try:
-                return validate(sb, c)
+                return [validate(sb, c)]
             finally:
                 pool.put(sb)
 
+        by_id = {c.id: c for c in cands}
+
+        def unit_of(unit: list[Item]) -> list[Result]:
+            sb = pool.get()
+            try:
+                outs = validate_unit(sb, unit, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                                     timeout=vc.test_timeout, audit=audit, cov=cov, cfg=vc)
+            except Exception as e:  # noqa: BLE001
+                sb.reset("fresh")
+                return [Result(it.cid, "error", error=str(e)[:200]) for it in unit]
+            finally:
+                pool.put(sb)
+            return [_result(by_id[it.cid], o) for it, o in zip(unit, outs, strict=True)]
+
+        if mode == "a":
+            items = [Item(c.id, c.patch, covering(c, cov, closure=True),
+                          inference_blocker(c.patch, files, cov, tests), c.spans) for c in cands]
+            work, fn = plan_batches(items, baseline, vc.batch_size), unit_of
+            run.units = len(work)
+        else:
+            work, fn = cands, one
         with ThreadPoolExecutor(max_workers=workers) as ex:
-            for r in ex.map(one, cands):
-                run.results[r.cid] = r
-                _progress(run, len(cands), r)
+            for rs in ex.map(fn, work):
+                for r in rs:
+                    run.results[r.cid] = r
+                    _progress(run, len(cands), r)
     finally:
         for sb in sandboxes:
             sb.close()
@@ -357,7 +383,8 @@ def bench_repo(source: str, extra: tuple[str, ...], args, client, vc: ValidateCo
         if other:
             t.add_row("apply failed / error", str(len(other)), "0", "-", "-")
         au = ra.audit
-        t.caption = (f"audit: {au.get('audited', 0)} of {au.get('inferred_valid', 0)} inferred valid candidates got "
+        t.caption = (f"{ra.units} test-run units for {ra.n} candidates (batch_size {vc.batch_size}); "
+                     f"audit: {au.get('audited', 0)} of {au.get('inferred_valid', 0)} inferred valid candidates got "
                      f"the full-suite run; inference {au.get('inference', '?')}"
                      + "".join(f"; DISAGREEMENT {d['candidate'][:8]}: {d['reason']}" for d in au.get("disagreements", [])))
         console.print(t)

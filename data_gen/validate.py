@@ -50,6 +50,9 @@ class ValidateConfig:
                                     default=600.0)
     baseline_runs: int = doc_field("Clean-suite runs; a test whose status changes between them is flaky.",
                                    default=3)
+    batch_size: int = doc_field(
+        "Inferable candidates whose covering tests are disjoint share one test run, up to this many "
+        "(1: one run per candidate).", default=8)
     verify: bool = doc_field(
         "Before a row is kept, swebench grades it in its own image: the gold patch resolves it, the empty "
         "patch does not, every FAIL_TO_PASS test fails and every PASS_TO_PASS test passes without the fix.",
@@ -63,6 +66,8 @@ class ValidateConfig:
         if self.audit_min < 0 or self.per_test_factor <= 0 or self.per_test_constant < 0 or self.test_timeout <= 0:
             raise ConfigError("validate: audit_min, per_test_constant must be >= 0; per_test_factor, "
                               "test_timeout > 0")
+        if self.batch_size < 1:
+            raise ConfigError(f"validate.batch_size must be at least 1, not {self.batch_size}")
         if self.baseline_runs < 1:
             raise ConfigError(f"validate.baseline_runs must be at least 1, not {self.baseline_runs}")
 
@@ -328,12 +333,14 @@ def coverage_map(sb: DockerSandbox, test_cmd: str, *, timeout: float = 1800, wor
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
 
 
-def changed_lines(patch: str) -> dict[str, set[int]]:
-    """Lines of the old (clean) files that a unified diff removes or inserts next to: an
-    insertion between old lines k and k+1 counts both."""
-    out: dict[str, set[int]] = {}
+def changed_lines(patch: str) -> dict[str, dict[int, int | None]]:
+    """Lines of the old (clean) files that a unified diff touches: line -> None for a removed
+    (or replaced) line; for a pure insertion, the old line it follows -> the smallest indentation
+    of the inserted lines (so a caller can tell an insertion inside a body from one after it)."""
+    out: dict[str, dict[int, int | None]] = {}
     path = None
     old = 0
+    removed_in_block = False
     for line in patch.splitlines():
         if line.startswith("--- "):
             name = line[4:].split("\t", 1)[0]
@@ -343,32 +350,39 @@ def changed_lines(patch: str) -> dict[str, set[int]]:
             if path is None:
                 name = line[4:].split("\t", 1)[0]
                 path = name[2:] if name.startswith("b/") else name
-                out.setdefault(path, set()).add(0)  # a new file: never inside a function body
+                out.setdefault(path, {})[0] = None  # a new file: never inside a function body
             continue
         m = _HUNK.match(line)
         if m:
             old = int(m.group(1))
+            removed_in_block = False
             continue
         if path is None or not line:
             continue
-        tag = line[0]
+        tag, text = line[0], line[1:]
+        lines = out.setdefault(path, {})
         if tag == " ":
             old += 1
+            removed_in_block = False
         elif tag == "-":
-            out.setdefault(path, set()).add(old)
+            lines[old] = None
             old += 1
-        elif tag == "+":
-            out.setdefault(path, set()).update((max(old - 1, 0), old))
+            removed_in_block = True
+        elif tag == "+" and not removed_in_block and text.strip():
+            indent = len(text) - len(text.lstrip())
+            prev = lines.get(old - 1, indent)
+            lines[old - 1] = None if prev is None else min(prev, indent)
     return out
 
 
-def body_spans(source: str) -> list[tuple[int, int]]:
-    """(first, last) line of every function body in `source`: its statements, not its
+def body_spans(source: str) -> list[tuple[int, int, int]]:
+    """(first, last, indentation) of every function body in `source`: its statements, not its
     decorators, signature, defaults or annotations (those run when the def runs)."""
     spans = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
-            spans.append((node.body[0].lineno, node.end_lineno or node.body[-1].lineno))
+            first = node.body[0]
+            spans.append((first.lineno, node.end_lineno or node.body[-1].lineno, first.col_offset))
     return spans
 
 
@@ -392,11 +406,11 @@ def inference_blocker(patch: str, sources: dict[str, str], cov: CoverageMap, tes
             spans = body_spans(sources[path])
         except SyntaxError:
             return f"{path}: does not parse"
-        for n in sorted(lines):
-            inner = [s for s in spans if s[0] <= n <= s[1]]
+        for n, indent in sorted(lines.items()):
+            inner = [s for s in spans if s[0] <= n <= s[1] and (indent is None or indent >= s[2])]
             if not inner:
                 return f"{path}:{n}: outside a function body (module, class body, decorator or signature)"
-            first, last = max(inner)  # the innermost body holding the line
+            first, last, _ = max(inner)  # the innermost body holding the line
             ran = cov.ran_outside(path, first, last)
             if ran:
                 return f"{path}:{ran[0]}: runs outside any test (import or collection time)"
@@ -474,6 +488,14 @@ def time_budget(baseline: Baseline, n_tests: int, cap: float) -> float:
     return min(cap, max(10.0, 5 * share + 5))
 
 
+def run_budget(baseline: Baseline, n_tests: int, cap: float, per_test: float | None) -> float:
+    """The sandbox's timeout for one run (the backstop). With a per-test budget inside the run,
+    a hang is cut there; the backstop then only has to allow for runs whose failures are slow
+    to report (tracebacks of many failing tests take far longer than the clean run)."""
+    tb = time_budget(baseline, n_tests, cap)
+    return tb if per_test is None else min(cap, 2 * tb + 20)
+
+
 def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cmd: str, log_parser: str,
                    covering: set[str] | None, timeout: float, infer: bool = False,
                    audit: bool | Callable[[], bool] = False,
@@ -501,9 +523,10 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
         if not selected:
             return Outcome("no_tests", validation="inferred" if infer else "full")
         to_run = node_ids(selected) if node_ids else selected
+        per_test = budget(to_run) if budget else None
         run = run_selected(sb, test_cmd, to_run, log_parser=log_parser,
-                           timeout=time_budget(baseline, len(selected), timeout),
-                           extra_args=timeout_args(budget(to_run) if budget else None))
+                           timeout=run_budget(baseline, len(selected), timeout, per_test),
+                           extra_args=timeout_args(per_test))
         seconds += run.duration
         if run.timed_out or hit_test_budget(run):
             return Outcome("timeout", tests_run=len(selected), seconds=seconds, backstop=run.timed_out,
@@ -519,8 +542,9 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
             if status != "valid" or not (audit() if callable(audit) else audit):
                 return Outcome(status, f2p, p2p, len(selected), seconds, run.log, validation="inferred")
             inferred = {"status": status, "fail_to_pass": f2p, "pass_to_pass": p2p}
-    run = run_tests(sb, test_cmd + timeout_args(budget(baseline.passing) if budget else None),
-                    timeout=time_budget(baseline, len(baseline.passing), timeout), log_parser=log_parser)
+    per_test = budget(baseline.passing) if budget else None
+    run = run_tests(sb, test_cmd + timeout_args(per_test), log_parser=log_parser,
+                    timeout=run_budget(baseline, len(baseline.passing), timeout, per_test))
     seconds += run.duration
     validation = "audited" if inferred else "full"
     if run.timed_out or hit_test_budget(run):
@@ -533,6 +557,127 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
     if not p2p:
         return Outcome("invalid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred)
     return Outcome("valid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred)
+
+
+@dataclass
+class Item:
+    """One candidate to validate: its patch, the tests covering it (CoverageMap.closure) and why
+    its PASS_TO_PASS cannot be inferred (None: it can)."""
+
+    cid: str
+    patch: str
+    covering: set[str] | None
+    blocker: str | None = "inference off"
+    spans: list = field(default_factory=list)
+
+
+def plan_batches(items: list[Item], baseline: Baseline, size: int) -> list[list[Item]]:
+    """Units of work: inferable candidates share one test run when their covering tests are
+    disjoint and their changes lie in different functions (so a test of one never ran the
+    other's code on the clean tree); every other candidate is a unit of its own. Greedy, in order."""
+    passing = set(baseline.passing)
+    units: list[list[Item]] = []
+    open_: list[tuple[list[Item], set[str], list]] = []
+    for it in items:
+        sel = {log_id(t) for t in it.covering or ()} & passing
+        if size <= 1 or it.blocker is not None or not sel:
+            units.append([it])
+            continue
+        for unit, tests, spans in open_:
+            if len(unit) < size and not tests & sel and not any(
+                    p == q and a <= d and c <= b for p, a, b in it.spans for q, c, d in spans):
+                unit.append(it)
+                tests |= sel
+                spans.extend(it.spans)
+                break
+        else:
+            unit = [it]
+            units.append(unit)
+            open_.append((unit, set(sel), list(it.spans)))
+    return units
+
+
+def validate_unit(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, test_cmd: str, log_parser: str,
+                  timeout: float, audit: InferenceAudit, cov: CoverageMap | None, cfg: ValidateConfig) -> list[Outcome]:
+    """Outcomes of a unit from plan_batches, in order. A batch applies every patch and runs the
+    union of the covering tests once; each candidate's FAIL_TO_PASS is the broken tests among its
+    own covering tests. A batch that does not apply, hangs or meets inference turned off is
+    validated candidate by candidate; an audited member gets its own full-suite run, compared
+    with what the batch inferred."""
+    budget = (lambda tests: per_test_budget(cov, tests, cfg)) if cov is not None else None
+    node_ids = cov.node_ids if cov is not None else None
+
+    def single(it: Item, infer: bool, audit_fn) -> Outcome:
+        return validate_patch(sb, it.patch, baseline, test_cmd=test_cmd, log_parser=log_parser,
+                              covering=selection(it, audit), timeout=timeout, infer=infer, audit=audit_fn,
+                              budget=budget, node_ids=node_ids)
+
+    if len(unit) == 1 or not audit.enabled:
+        return validate_unit_each(unit, single, audit)
+    batched = _run_batch(sb, unit, baseline, test_cmd=test_cmd, log_parser=log_parser, timeout=timeout,
+                         budget=budget, node_ids=node_ids)
+    if batched is None:  # did not apply together, or a test hung: one by one
+        return validate_unit_each(unit, single, audit)
+    outs = []
+    for it, o in zip(unit, batched, strict=True):
+        if o.status == "valid" and audit.claim():
+            full = single(it, False, False)
+            full.validation = "audited"
+            full.inferred = {"status": o.status, "fail_to_pass": o.fail_to_pass, "pass_to_pass": o.pass_to_pass}
+            full.seconds += o.seconds
+            o = full
+        audit.record(it.cid, o)
+        outs.append(o)
+    return outs
+
+
+def selection(it: Item, audit: InferenceAudit) -> set[str] | None:
+    """The tests to run first, None for the full suite at once. With inference configured, a
+    candidate it cannot cover (a module, class-body or decorator-level change, code that runs at
+    import) or a repository where an audit disagreed gets the full suite: the map's "no covering
+    test broke" is not trusted there either. With `p2p: full`, selection then confirmation."""
+    if audit.cfg.inference and (it.blocker is not None or not audit.enabled):
+        return None
+    return it.covering
+
+
+def validate_unit_each(unit: list[Item], single, audit: InferenceAudit) -> list[Outcome]:
+    outs = []
+    for it in unit:
+        o = single(it, it.blocker is None and audit.enabled, audit.claim)
+        audit.record(it.cid, o)
+        outs.append(o)
+    return outs
+
+
+def _run_batch(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, test_cmd: str, log_parser: str,
+               timeout: float, budget, node_ids) -> list[Outcome] | None:
+    sb.reset("git")
+    for it in unit:
+        if not apply_patch(sb, it.patch):
+            sb.reset("git")
+            return None
+    passing, flaky = set(baseline.passing), set(baseline.flaky)
+    sels = [{log_id(t) for t in it.covering or ()} & passing for it in unit]
+    union = sorted(set().union(*sels))
+    to_run = node_ids(union) if node_ids else union
+    per_test = budget(to_run) if budget else None
+    run = run_selected(sb, test_cmd, to_run, log_parser=log_parser,
+                       timeout=run_budget(baseline, len(union), timeout, per_test), extra_args=timeout_args(per_test))
+    if run.timed_out or hit_test_budget(run):
+        if run.timed_out:
+            sb.reset("fresh")
+        return None
+    share = run.duration / len(unit)
+    outs = []
+    for sel in sels:
+        f2p = [t for t in broken_tests(passing, run, among=sel) if t not in flaky]
+        if not f2p:
+            outs.append(Outcome("no_break", tests_run=len(sel), seconds=share, validation="inferred"))
+            continue
+        p2p = sorted(passing - flaky - set(f2p))
+        outs.append(Outcome("valid" if p2p else "invalid", f2p, p2p, len(sel), share, run.log, validation="inferred"))
+    return outs
 
 
 class InferenceAudit:

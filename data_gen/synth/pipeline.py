@@ -33,12 +33,16 @@ from data_gen.validate import (
     Baseline,
     CoverageMap,
     InferenceAudit,
+    Item,
+    Outcome,
     ValidateConfig,
     coverage_map,
     inference_blocker,
     per_test_budget,
+    plan_batches,
     stable_baseline,
     validate_patch,
+    validate_unit,
 )
 from swelego.config import doc_field
 from swelego.errors import SwelegoError
@@ -181,32 +185,72 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
         total = [len(cands)]
         lock = threading.Lock()
 
-        def run_one(c: Candidate) -> dict:
-            if store.has(c.id):
-                rec = store.get(c.id)
-                audit.replay(rec)
-            else:
-                sb = pool.get()
-                try:
-                    rec = _validate(sb, c, baseline, cov, env, cfg, llm, client, files, audit)
-                finally:
-                    pool.put(sb)
-                store.put(c.id, rec)
+        tests = baseline.passing + baseline.failing + baseline.flaky
+
+        def item(c: Candidate) -> Item:
+            covering = None
+            if cov is not None:
+                covering = set()
+                for path, start, end in c.spans:
+                    covering |= cov.closure(path, start, end)
+            blocker = (inference_blocker(c.patch, files, cov, tests) if cov is not None and audit.enabled
+                       else "inference off")
+            return Item(c.id, c.patch, covering, blocker, c.spans)
+
+        def tick() -> None:
             with lock:
                 done[0] += 1
                 if progress:
                     progress(env.repo, done[0], total[0])
-            return rec
+
+        def run_unit(unit: list[Candidate]) -> list[dict]:
+            sb = pool.get()
+            try:
+                try:
+                    outs = validate_unit(sb, [item(c) for c in unit], baseline, test_cmd=env.test_cmd,
+                                         log_parser=env.log_parser, timeout=cfg.validate.test_timeout, audit=audit,
+                                         cov=cov, cfg=cfg.validate)
+                except Exception as e:  # noqa: BLE001 - one broken unit must not stop the batch
+                    sb.reset("fresh")
+                    outs = [e] * len(unit)
+                recs = []
+                for c, o in zip(unit, outs, strict=True):
+                    rec = _validate(sb, c, baseline, cov, env, cfg, llm, client, files, audit, first=o)
+                    store.put(c.id, rec)
+                    recs.append(rec)
+                    tick()
+                return recs
+            finally:
+                pool.put(sb)
+
+        def run_all(batch: list[Candidate]) -> list[dict]:
+            """Records in the order of `batch`: stored ones read back, the rest validated in units
+            (plan_batches: inferable candidates with disjoint covering tests share a test run)."""
+            recs: dict[str, dict] = {}
+            todo = []
+            for c in batch:
+                if store.has(c.id):
+                    recs[c.id] = store.get(c.id)
+                    audit.replay(recs[c.id])
+                    tick()
+                else:
+                    todo.append(c)
+            by_id = {c.id: c for c in todo}
+            units = plan_batches([item(c) for c in todo], baseline, cfg.validate.batch_size)
+            for unit_recs in ex.map(run_unit, [[by_id[it.cid] for it in u] for u in units]):
+                for r in unit_recs:
+                    recs[r["candidate"]["id"]] = r
+            return [recs[c.id] for c in batch]
 
         with ThreadPoolExecutor(max_workers=len(sandboxes)) as ex:
-            records = list(ex.map(run_one, cands))
+            records = run_all(cands)
             if "combine" in wanted:
                 valid = [Candidate(**r["candidate"]) for r in records if r["status"] in ("valid", "kept")]
                 combos = combinations(valid, seed=cfg.seed, limit=cfg.max_candidates)
                 combos = [_combined_patch(first, c, {v.id: v for v in valid}) for c in combos]
                 combos = [c for c in combos if c is not None]
                 total[0] += len(combos)
-                records += list(ex.map(run_one, combos))
+                records += run_all(combos)
         report.records = records
         report.validation = audit.summary()
         for d in audit.disagreements:
@@ -247,7 +291,11 @@ def _combined_patch(sb: DockerSandbox, combo: Candidate, by_id: dict[str, Candid
 
 
 def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: CoverageMap | None, env, cfg: SynthConfig,
-              llm, client, files: dict[str, str] | None = None, audit: InferenceAudit | None = None) -> dict:
+              llm, client, files: dict[str, str] | None = None, audit: InferenceAudit | None = None,
+              first: Outcome | Exception | None = None) -> dict:
+    """One candidate's record: its validation (`first`, when validate_unit already ran it), and
+    for a valid one the row, kept only when swebench's grading holds (`_verify`); a row whose
+    inferred lists the grading rejects is validated again with the full suite."""
     vc = cfg.validate
     audit = audit or InferenceAudit(vc)
     covering, infer, blocker = None, False, None
@@ -261,14 +309,19 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
     budget = (lambda tests: per_test_budget(cov, tests, vc)) if cov is not None else None
     rec = {"candidate": c.to_json()}
     for attempt in range(2):
+        if attempt == 0 and isinstance(first, Exception):
+            return {**rec, "status": "error", "error": str(first)[:500]}
         try:
-            outcome = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
-                                     covering=covering, timeout=vc.test_timeout, infer=infer, audit=audit.claim,
-                                     budget=budget, node_ids=cov.node_ids if cov is not None else None)
+            if attempt == 0 and first is not None:
+                outcome = first
+            else:
+                outcome = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                                         covering=covering, timeout=vc.test_timeout, infer=infer, audit=audit.claim,
+                                         budget=budget, node_ids=cov.node_ids if cov is not None else None)
+                audit.record(c.id, outcome)
         except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the batch
             sb.reset("fresh")
             return {**rec, "status": "error", "error": str(e)[:500]}
-        audit.record(c.id, outcome)
         rec.update({"status": outcome.status, "fail_to_pass": len(outcome.fail_to_pass),
                     "pass_to_pass": len(outcome.pass_to_pass), "tests_run": outcome.tests_run,
                     "seconds": round(rec.get("seconds", 0) + outcome.seconds, 3), "validation": outcome.validation})
@@ -280,6 +333,10 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
             sb.reset("fresh")  # the sandbox killed the run: whatever hung may have left state behind
         if outcome.status != "valid":
             return rec
+        # The tree may hold a whole batch of candidates: this one alone gives the fix.
+        sb.reset("git")
+        if not apply_patch(sb, c.patch):
+            return {**rec, "status": "error", "error": "the patch no longer applies on its own"}
         # -R swaps the prefixes too: these give the usual a/ (buggy, old) and b/ (fixed, new) labels.
         fix_patch = sb.exec("git diff -R --no-color --src-prefix=b/ --dst-prefix=a/", timeout=60).output
         try:
@@ -305,7 +362,7 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
         # and this candidate gets its lists from a full-suite run.
         rec["inference_wrong"] = True
         audit.disagree(c.id, f"swebench grading of the inferred row: {problem}")
-        infer = False
+        infer, covering = False, None
     return rec
 
 
