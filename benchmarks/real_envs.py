@@ -4,8 +4,8 @@ For each `pypi:NAME==VERSION` of the list below (chosen before any measurement a
 trimmed because a package fails): the sdist becomes a single-commit tree, the core inference
 (`swelego.sandbox.envspec.infer_env`) decides its environment, the image is built and its
 suite run once. An environment counts as working when the image builds and at least one test
-passes with no collection abort (`data_gen.real.validate.env_problem`). A failure goes through
-the repair loop (`data_gen.real.repair.repair_loop`: rules from the log first, then the LLM
+passes with no collection abort (`swelego.sandbox.envrepair.env_problem`). A failure goes through
+the repair loop (`swelego.sandbox.envrepair.repair_loop`: rules from the log first, then the LLM
 when `--llm-base-url/--llm-model` are given) up to `--repair-attempts` attempts in all. Builds
 run in a pool of `--workers` (default 2).
 
@@ -35,14 +35,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from data_gen.real.filters import is_test_path
-from data_gen.real.repair import EnvFailure, log_excerpt, repair_loop, repo_context
-from data_gen.real.validate import env_problem, suite_limits
+from data_gen.real.validate import suite_limits
 from swelego.errors import SwelegoError
 from swelego.executor import run_tasks
 from swelego.harness import run_tests
 from swelego.llm import client_from_options
 from swelego.sandbox import DockerSandbox, docker_client
-from swelego.sandbox.envrepair import classify_failure
+from swelego.sandbox.envrepair import (
+    EnvFailure,
+    classify_failure,
+    env_problem,
+    log_excerpt,
+    repair_loop,
+    repo_context,
+)
 from swelego.sandbox.envspec import infer_env
 from swelego.sandbox.images import build_env_image, cache_dir
 from swelego.sandbox.sources import RepoSource, prepare_testbed
@@ -70,12 +76,11 @@ COMPILED = [
 DEFAULT_SOURCES = PURE + COMPILED
 
 
-def _attempt(prepared, namespace, client, timeout, lines):
+def _attempt(source, namespace, client, timeout, lines):
     def attempt(spec):
         log: list[str] = []
         try:
-            env = build_env_image(str(prepared.testbed), spec=spec, namespace=namespace, client=client,
-                                  log=log.append)
+            env = build_env_image(source, spec=spec, namespace=namespace, client=client, log=log.append)
         except SwelegoError as e:
             raise EnvFailure("build", str(e).splitlines()[0][:400], log_excerpt("\n".join(log) + "\n" + str(e))) \
                 from None
@@ -102,7 +107,7 @@ def bench_one(source: str, *, args, client, llm, work: Path) -> dict:
         return {**row, "ok": False, "first_ok": False, "kind": "no_tests", "error": "the sdist ships no tests",
                 "attempts": 0, "seconds": time.monotonic() - t0}
     got: list = []
-    result, last, attempts = repair_loop(spec, _attempt(prepared, args.namespace, client, args.test_timeout, got),
+    result, last, attempts = repair_loop(spec, _attempt(source, args.namespace, client, args.test_timeout, got),
                                          llm=llm, max_attempts=args.repair_attempts,
                                          context=repo_context(prepared.testbed), tree=prepared.testbed)
     row.update(attempts=len(attempts), first_ok=bool(attempts) and attempts[0].ok, ok=result is not None,

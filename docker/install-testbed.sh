@@ -4,7 +4,10 @@
 set -euo pipefail
 cd /testbed
 # setuptools-scm cannot read a version from our rewritten history; give it the real one.
-if [ -s /opt/swelego/version ]; then export SETUPTOOLS_SCM_PRETEND_VERSION="$(cat /opt/swelego/version)"; fi
+if [ -s /opt/swelego/version ]; then export SETUPTOOLS_SCM_PRETEND_VERSION="$(cat /opt/swelego/version)"
+elif [ -f PKG-INFO ] && v=$(sed -n 's/^Version: *//p' PKG-INFO | head -n 1) && [ -n "$v" ]; then
+  export SETUPTOOLS_SCM_PRETEND_VERSION="$v"  # an unpacked sdist given as a local path
+fi
 if pip install -q --no-index --find-links /opt/swelego/wheels --no-build-isolation --no-deps -e . 2>/tmp/editable.log; then
   echo "swelego: installed /testbed editable"
 elif grep -qx required /opt/swelego/install-mode 2>/dev/null; then

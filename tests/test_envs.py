@@ -201,3 +201,20 @@ def test_repair_loop_tries_rules_before_the_model(openai_server):
     assert [(a.source, a.ok, a.kind) for a in attempts] == [("inferred", False, "missing_python_dependency"),
                                                             ("rule", True, "")]
     assert attempts[1].reply == "missing module yaml" and "ModuleNotFoundError" in attempts[0].log
+
+
+def test_image_gc_lists_only_what_no_dataset_references(c_env, client, tmp_path):
+    from swelego.sandbox.images import unreferenced_images
+
+    kept = unreferenced_images({c_env.image}, client=client, namespace=TEST_NS)
+    assert c_env.image not in {o["image"] for o in kept}
+    assert c_env.system_image not in {o["image"] for o in kept}  # a kept environment starts from it
+    dropped = {o["image"]: o["kind"] for o in unreferenced_images(set(), client=client, namespace=TEST_NS)}
+    assert dropped.get(c_env.image) == "env"
+    assert not any(name.startswith("swelego/base:") for name in dropped)  # bases are never listed
+    (tmp_path / "tasks.jsonl").write_text("")  # an empty dataset references nothing: a dry run removes nothing
+    r = subprocess.run([SWELEGO, "sandbox", "gc", "--images", str(tmp_path / "tasks.jsonl"), "--namespace", TEST_NS],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"would remove env      {c_env.image}" in r.stdout and "dry run" in r.stdout
+    client.images.get(c_env.image)  # still there

@@ -36,6 +36,7 @@ from data_gen.real.filters import Candidate, load_candidates
 from data_gen.real.mine_git import local_repository
 from data_gen.sanitize import instance_image_name
 from data_gen.validate import broken_tests, run_selected, stable_baseline, validate_patch
+from swelego.config import doc_field
 from swelego.errors import SwelegoError
 from swelego.harness import apply_patch, make_eval_script, run_eval, run_tests
 from swelego.llm import client_from_options
@@ -43,7 +44,7 @@ from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.buildbox import BuildBox
 from swelego.sandbox.docker import commit_image
 from swelego.sandbox.envrepair import EnvFailure, env_problem, log_excerpt, repair_loop, repo_context
-from swelego.sandbox.envspec import EnvSpec, dependency_key, infer_env
+from swelego.sandbox.envspec import EnvOverrides, EnvSpec, dependency_key, infer_env
 from swelego.sandbox.images import (
     EnvImage,
     build_env_image,
@@ -66,40 +67,37 @@ _GIT_ID = "-c user.name=swelego -c user.email=swelego@localhost"
 
 @dataclass
 class ValidateConfig:
-    """Options of `swelego data validate`.
+    """How mined candidates are validated (`swelego data validate`; the data build's
+    `real.validate` part, whose out, namespace, llm_*, executor and decontamination come from the
+    build's own keys)."""
 
-    out: output directory (dataset/, tasks.jsonl, records/, envs/, summary.json).
-    namespace: prefix of the environment and task image names.
-    workers: candidates of one environment validated in parallel (one sandbox each).
-    test_timeout: seconds for one run of a test suite.
-    baseline_runs: runs of the suite on the fixed tree; a test whose status changes is flaky.
-    confirm_runs: extra runs of FAIL_TO_PASS on the unfixed tree; a test that passes once is flaky.
-    repair_attempts: environment attempts per failure (1 = no repair); needs an LLM to go beyond
-        specs that already repaired another task of the repository.
-    verify: grade each row with swebench's grading (gold must resolve it, an empty patch must not).
-    max_tasks: stop after this many candidates (in file order); None for all.
-    llm_base_url / llm_model / llm_key_env: OpenAI-compatible endpoint for repairs and for the
-        problem statements of candidates mined from git history that have no clean issue text.
-    executor / ray_address: validate repositories locally or as Ray tasks.
-    allow_contaminated / swebench_datasets: see decontam.Decontaminator.
-    """
-
-    out: str
-    namespace: str = "swelego"
-    workers: int = 1
-    test_timeout: float = 600.0
-    baseline_runs: int = 3
-    confirm_runs: int = 2
-    repair_attempts: int = 3
-    verify: bool = True
-    max_tasks: int | None = None
-    llm_base_url: str | None = None
-    llm_model: str | None = None
-    llm_key_env: str = "OPENAI_API_KEY"
-    executor: str = "local"
-    ray_address: str | None = None
-    allow_contaminated: bool = False
-    swebench_datasets: tuple[str, ...] = ()
+    out: str = doc_field("Output directory: dataset/, tasks.jsonl, records/, envs/, summary.json.", default="")
+    namespace: str = doc_field("Prefix of the environment and task image names.", default="swelego")
+    workers: int = doc_field("Candidates of one environment validated in parallel (one sandbox each).", default=1)
+    test_timeout: float = doc_field("Seconds for one run of a real repository's test suite.", default=600.0)
+    baseline_runs: int = doc_field("Runs of the suite on the fixed tree; a test whose status changes is flaky.",
+                                   default=3)
+    confirm_runs: int = doc_field("Extra runs of FAIL_TO_PASS on the unfixed tree; a test that passes once is "
+                                  "flaky.", default=2)
+    repair_attempts: int = doc_field("Environment attempts per failure (1 = no repair); needs an LLM to go beyond "
+                                     "specs that already repaired another task of the repository.", default=3)
+    verify: bool = doc_field("Grade each row with swebench's grading (gold must resolve it, an empty patch must "
+                             "not).", default=True)
+    max_tasks: int | None = doc_field("Stop after this many candidates (in file order); null for all.", default=None)
+    llm_base_url: str | None = doc_field("OpenAI-compatible endpoint for repairs and for the problem statements of "
+                                         "candidates mined from git history that have no clean issue text.",
+                                         default=None)
+    llm_model: str | None = doc_field("Model name at llm_base_url.", default=None)
+    llm_key_env: str = doc_field("Environment variable with llm_base_url's key.", default="OPENAI_API_KEY")
+    executor: str = doc_field("Validate repositories as `local` threads or `ray` tasks.", default="local")
+    ray_address: str | None = doc_field("Ray cluster to join for executor ray; null = start a local one.",
+                                        default=None)
+    allow_contaminated: bool = doc_field("Keep candidates that overlap SWE-bench (see decontam.Decontaminator).",
+                                         default=False)
+    swebench_datasets: tuple[str, ...] = doc_field("swebench dataset files whose patches no candidate may match.",
+                                                   default=())
+    env: dict = doc_field("Changes to every inferred environment (swelego.sandbox.envspec.EnvOverrides fields).",
+                          default_factory=dict)
 
     def llm(self):
         return client_from_options(self.llm_base_url, self.llm_model, self.llm_key_env)
@@ -481,6 +479,8 @@ def validate_source(item: tuple[str, list[dict]], cfg: ValidateConfig,
                     put(c, {"status": "missing_commit", "reason": str(e).splitlines()[0][:300]})
                     continue
                 spec = infer_env(prepared.testbed)
+                if cfg.env:
+                    spec = EnvOverrides.from_mapping(cfg.env).apply(spec)
                 try:
                     key = v.key(prepared, spec)
                 except SwelegoError as e:

@@ -82,6 +82,7 @@ _NO_CC = re.compile(r"command '[\w/.-]*gcc' failed|gcc: (?:command )?not found|e
                     r"|CMAKE_C_COMPILER|compiler 'cc'|C compiler cannot create|error: invalid command 'bdist_wheel'")
 _NO_CXX = re.compile(r"g\+\+: (?:command )?not found|command '[\w/.-]*g\+\+' failed|CMAKE_CXX_COMPILER|c\+\+: not found")
 _UNRECOGNIZED = re.compile(r"error: unrecognized arguments: (.+)")
+_OWN_IMPORT = re.compile(r"cannot import name '\w+' from '([\w.]+)' \(unknown location\)")
 _FIXTURE = re.compile(r"fixture '(\w+)' not found")
 _NETWORK = re.compile(r"Temporary failure in name resolution|Network is unreachable|Name or service not known"
                       r"|getaddrinfo failed|Failed to establish a new connection|nodename nor servname"
@@ -199,6 +200,12 @@ def rule_repair(spec: EnvSpec, stage: str, log: str, tree: Path | None = None) -
             return r
     if _OLD_PYTEST.search(text) and not any(d.startswith("pytest<") for d in d["extra_deps"]):
         return with_("written for an older pytest", extra_deps=[*d["extra_deps"], "pytest<8"])
+    # The project's own module imports wrongly (a namespace-package shadow, a .so beside the
+    # sources): run pytest as `python -m pytest`, which puts /testbed first on sys.path.
+    for m in _OWN_IMPORT.finditer(text):
+        if m.group(1).split(".")[0] in own and not spec.test_cmd.startswith("python -m "):
+            return with_(f"own module {m.group(1)} not importable as installed: python -m pytest",
+                         test_cmd="python -m " + spec.test_cmd)
     for m in _FIXTURE.finditer(text):
         if (dist := TEST_FIXTURES.get(m.group(1))) and (r := with_(f"fixture {m.group(1)}",
                                                                   extra_deps=[*d["extra_deps"], dist])):

@@ -663,11 +663,12 @@ def unreferenced_images(referenced: set[str], *, client: docker.DockerClient | N
                 continue
             ours.append({"image": tag, "kind": labels.get("swelego.kind", ""), "size": img.get("Size", 0),
                          "system": json.loads(labels.get(ENV_LABEL) or "{}").get("system_image", "")})
-    if namespace:
-        ours = [o for o in ours if o["image"].startswith(namespace + "/") or o["kind"] == "system"]
-    out = [o for o in ours if o["kind"] in ("env", "instance") and o["image"] not in referenced]
+    def listed(o) -> bool:
+        return not namespace or o["image"].startswith(namespace + "/") or o["kind"] == "system"
+
+    out = [o for o in ours if o["kind"] in ("env", "instance") and o["image"] not in referenced and listed(o)]
     gone = {o["image"] for o in out}
-    # a system image stays while anything kept starts from it
+    # a system image stays while anything kept (in any namespace) starts from it
     still = {o["system"] for o in ours if o["image"] not in gone and o["kind"] != "system" and o["system"]}
     out += [o for o in ours if o["kind"] == "system" and o["image"] not in still]
     return out
