@@ -228,7 +228,8 @@ def main() -> None:
     s.add_row("disk per environment (median of its own layers above base/system image)", f"{own_mb:.0f} MB")
     s.add_row("disk per environment (median marginal: layers no other image shares)", f"{unique_mb:.0f} MB")
     s.add_row("shared layers (Debian packages of compiled projects, above the base)",
-              f"{shared_mb:.0f} MB in {len(disk['shared'])} image(s) for {sum(bool(r.get('system_image')) for r in rows)} "
+              f"{shared_mb:.0f} MB in {len(disk['shared'])} image(s) for "
+              f"{sum((r.get('system_image') or '').startswith('swelego/sys:') for r in rows)} "
               "environment(s)")
     s.add_row("per-task layer (median over task images on this engine)",
               f"{task_mb:.2f} MB (n={disk['task_images']})" if disk["task_layer"] is not None else "-")
