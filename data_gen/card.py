@@ -38,6 +38,17 @@ def _jsonl(path: Path) -> list[dict]:
     return read_jsonl(path, missing_ok=True)
 
 
+def _metadata(row: dict) -> dict:
+    """A task row's metadata (a JSON string in tasks.jsonl, as in Arrow)."""
+    m = row.get("metadata") or {}
+    if isinstance(m, str):
+        try:
+            m = json.loads(m)
+        except ValueError:
+            return {}
+    return m if isinstance(m, dict) else {}
+
+
 def _outcome(rec: dict) -> str:
     from swelego.trajectories.filter import outcome
 
@@ -222,7 +233,7 @@ def card_data(out: Path, cfg, states: dict) -> dict:
         # How each row's FAIL_TO_PASS / PASS_TO_PASS were obtained (synthetic rows: inferred from the
         # coverage map, audited by a full-suite run, or from a full-suite run; real rows: full).
         "lists_by_validation": dict(sorted(Counter(
-            ((r.get("metadata") or {}).get("validation") or "full") for r in rows).items())),
+            (_metadata(r).get("validation") or "full") for r in rows).items())),
         "synthetic_funnel": synth.get("funnel", {}),
         "environments": environments,
         "trajectories": {"total": len(trajs), "by_outcome": dict(Counter(_outcome(t) for t in trajs)),

@@ -132,7 +132,9 @@ class CurriculumConfig:
 
 @dataclass
 class TrainingConfig:
-    """Optimisation and logging; mapped onto trl.SFTConfig by `sft_arguments`."""
+    """Optimisation and logging: trl.SFTConfig's own fields under their own names (passed through by
+    `sft_arguments`; only the defaults swelego chooses are listed here), `extra` for any other
+    trl.SFTConfig field."""
 
     learning_rate: float = _help("Peak learning rate.", default=1e-4)
     num_train_epochs: float = _help("Epochs when the curriculum is off (stages carry their own).", default=1.0)

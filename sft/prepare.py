@@ -102,30 +102,83 @@ def _note(stats: PrepareStats, where: str, msg: str, warn: Callable[[str], None]
             warn(line if n < MAX_WARNINGS else "more dropped or unreadable trajectories: see the counts")
 
 
-def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_template: str, *,
-                    progress: Callable[[int], None] | None = None,
-                    warn: Callable[[str], None] | None = None):
-    """(datasets.Dataset, PrepareStats) for the trajectories in `data.paths`."""
-    from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
+def _features():
+    from datasets import Features, Sequence, Value
 
+    return Features({
+        "input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32")),
+        "instance_id": Value("string"), "source": Value("string"), "n_tokens": Value("int32"),
+        "n_trained": Value("int32"), "turns": Value("int32"), "masked_turns": Value("int32"),
+        "curriculum_measure": Value("float64"), "bucket": Value("string"), "truncated": Value("bool"),
+    })
+
+
+def _check_data(data: DataConfig) -> None:
     if data.overlong not in OVERLONG_POLICIES:
         raise SwelegoError(f"data.overlong must be one of {', '.join(OVERLONG_POLICIES)}, got {data.overlong!r}")
     if data.mask_source not in MASK_SOURCES:
         raise SwelegoError(f"data.mask_source must be one of {', '.join(MASK_SOURCES)}, got {data.mask_source!r}")
     if data.reasoning not in REASONING_MODES:
         raise SwelegoError(f"data.reasoning must be one of {', '.join(REASONING_MODES)}, got {data.reasoning!r}")
+
+
+def _row(res, where: str, traj: Trajectory, labs: list, data: DataConfig, measure: str, rates: dict[str, float],
+         buckets, stats: PrepareStats, warn: Callable[[str], None]) -> dict | None:
+    """The dataset row of one rendered trajectory (counted in `stats`), None when it is dropped."""
+    ids, labels = res.input_ids, res.labels
+    truncated = False
+    if len(ids) > data.max_length:
+        if data.overlong == "drop":
+            stats.overlong_dropped += 1
+            return None
+        ids, labels, truncated = ids[: data.max_length], labels[: data.max_length], True
+        stats.overlong_truncated += 1
+    n_trained = sum(1 for x in labels if x != IGNORE_INDEX)
+    if n_trained == 0:
+        stats.all_masked_dropped += 1
+        why = ("every assistant turn is masked" if all(lab.error for lab in labs) and data.error_mask
+               else "no trained token within max_length")
+        _note(stats, where, f"dropping {traj.instance_id}: {why}", warn)
+        return None
+    masked = [k for k, lab in enumerate(labs) if lab.error]
+    stats.kept += 1
+    stats.tokens += len(ids)
+    stats.trained_tokens += n_trained
+    for k, (a, b) in enumerate(res.turn_tokens):
+        b = min(b, len(ids))
+        if a >= b:
+            continue
+        stats.assistant_tokens += b - a
+        if labs[k].error and data.error_mask:
+            stats.masked_tokens += b - a
+    stats.turns += len(labs)
+    stats.masked_turns += len(masked) if data.error_mask else 0  # labels still counts what rules fired
+    n_turns = assistant_turns(traj)
+    value = float(n_turns) if measure == "turns" else rates.get(traj.instance_id)
+    bucket = bucket_of(value, buckets)
+    if bucket is None:
+        stats.unbucketed += 1
+    else:
+        stats.buckets[bucket] = stats.buckets.get(bucket, 0) + 1
+    return {"input_ids": ids, "labels": labels, "instance_id": traj.instance_id, "source": where, "n_tokens": len(ids),
+            "n_trained": n_trained, "turns": n_turns, "masked_turns": len(masked) if data.error_mask else 0,
+            "curriculum_measure": value, "bucket": bucket, "truncated": truncated}
+
+
+def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_template: str, *,
+                    progress: Callable[[int], None] | None = None,
+                    warn: Callable[[str], None] | None = None):
+    """(datasets.Dataset, PrepareStats) for the trajectories in `data.paths`."""
+    from datasets import Dataset, concatenate_datasets
+
+    _check_data(data)
     inline_reasoning = "reasoning_content" not in chat_template  # the template would silently drop it
     if not data.paths:
         raise SwelegoError("no trajectory files given (data.paths, or --data)")
     warn = warn or log.warning
     stats = PrepareStats()
     summary = LabelSummary()
-    features = Features({
-        "input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32")),
-        "instance_id": Value("string"), "source": Value("string"), "n_tokens": Value("int32"),
-        "n_trained": Value("int32"), "turns": Value("int32"), "masked_turns": Value("int32"),
-        "curriculum_measure": Value("float64"), "bucket": Value("string"), "truncated": Value("bool"),
-    })
+    features = _features()
 
     rates: dict[str, float] = {}
     if cur.measure == "pass_rate":
@@ -154,52 +207,10 @@ def prepare_dataset(data: DataConfig, cur: CurriculumConfig, tokenizer, chat_tem
                 stats.render_errors += 1
                 _note(stats, where, f"{traj.instance_id}: cannot render: {res}", warn)
                 continue
-            ids, labels = res.input_ids, res.labels
-            truncated = False
-            if len(ids) > data.max_length:
-                if data.overlong == "drop":
-                    stats.overlong_dropped += 1
-                    continue
-                ids, labels, truncated = ids[: data.max_length], labels[: data.max_length], True
-                stats.overlong_truncated += 1
-            n_trained = sum(1 for x in labels if x != IGNORE_INDEX)
-            if n_trained == 0:
-                stats.all_masked_dropped += 1
-                why = ("every assistant turn is masked" if all(lab.error for lab in labs) and data.error_mask
-                       else "no trained token within max_length")
-                _note(stats, where, f"dropping {traj.instance_id}: {why}", warn)
-                continue
-            masked = [k for k, lab in enumerate(labs) if lab.error]
-            stats.kept += 1
-            stats.tokens += len(ids)
-            stats.trained_tokens += n_trained
-            for k, (a, b) in enumerate(res.turn_tokens):
-                b = min(b, len(ids))
-                if a >= b:
-                    continue
-                stats.assistant_tokens += b - a
-                if labs[k].error and data.error_mask:
-                    stats.masked_tokens += b - a
-            stats.turns += len(labs)
-            stats.masked_turns += len(masked) if data.error_mask else 0  # labels still counts what rules fired
-            n_turns = assistant_turns(traj)
-            value = float(n_turns) if cur.measure == "turns" else rates.get(traj.instance_id)
-            bucket = bucket_of(value, buckets)
-            if bucket is None:
-                stats.unbucketed += 1
-            else:
-                stats.buckets[bucket] = stats.buckets.get(bucket, 0) + 1
-            rows["input_ids"].append(ids)
-            rows["labels"].append(labels)
-            rows["instance_id"].append(traj.instance_id)
-            rows["source"].append(where)
-            rows["n_tokens"].append(len(ids))
-            rows["n_trained"].append(n_trained)
-            rows["turns"].append(n_turns)
-            rows["masked_turns"].append(len(masked) if data.error_mask else 0)
-            rows["curriculum_measure"].append(value)
-            rows["bucket"].append(bucket)
-            rows["truncated"].append(truncated)
+            row = _row(res, where, traj, labs, data, cur.measure, rates, buckets, stats, warn)
+            if row is not None:
+                for k, v in row.items():
+                    rows[k].append(v)
         pending.clear()
         if len(rows["input_ids"]) >= 512:
             flush_rows()

@@ -8,6 +8,7 @@ The verifier trains through the same calls: `load_model_and_tokenizer`, its own 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -121,6 +122,11 @@ def steps_for(rows: int, epochs: float, training: TrainingConfig) -> int:
     return max(1, math.ceil(rows * epochs / rows_per_step(training))) if rows else 0
 
 
+# TrainingConfig fields that sft_arguments adjusts instead of passing through.
+_ADJUSTED = {"num_train_epochs", "max_steps", "warmup_ratio", "bf16", "gradient_checkpointing", "packing",
+             "report_to", "use_cpu"}
+
+
 def sft_arguments(training: TrainingConfig, output_dir: str | Path, *, max_length: int | None,
                   num_train_epochs: float | None = None, max_steps: int | None = None, ordered: bool = False,
                   liger_kernel: bool = False, run_name: str | None = None, **overrides: Any):
@@ -139,30 +145,21 @@ def sft_arguments(training: TrainingConfig, output_dir: str | Path, *, max_lengt
         bf16 = False
     if not 0 <= training.warmup_ratio < 1:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {training.warmup_ratio}")
-    kwargs: dict[str, Any] = dict(
+    trl_fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    # TrainingConfig's fields are trl.SFTConfig's own names and pass through as they are; the
+    # few that swelego adjusts (CPU fallbacks, packing auto, the warmup ratio) are set below.
+    kwargs: dict[str, Any] = {f.name: getattr(training, f.name) for f in dataclasses.fields(training)
+                              if f.name in trl_fields and f.name not in _ADJUSTED}
+    kwargs.update(
         output_dir=str(output_dir),
-        learning_rate=training.learning_rate,
         num_train_epochs=training.num_train_epochs if num_train_epochs is None else num_train_epochs,
         max_steps=training.max_steps if max_steps is None else max_steps,
-        per_device_train_batch_size=training.per_device_train_batch_size,
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
-        lr_scheduler_type=training.lr_scheduler_type,
         warmup_steps=training.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm,
-        optim=training.optim,
         bf16=bf16,
         activation_checkpointing=training.gradient_checkpointing,
-        logging_steps=training.logging_steps,
         logging_first_step=True,
-        save_strategy=training.save_strategy,
-        save_steps=training.save_steps,
-        save_total_limit=training.save_total_limit,
         report_to=list(training.report_to) or "none",
-        seed=training.seed,
         use_cpu=not on_gpu,
-        deepspeed=training.deepspeed,
-        dataloader_num_workers=training.dataloader_num_workers,
         max_length=max_length,
         packing=packing,
         padding_free=packing,
@@ -172,6 +169,11 @@ def sft_arguments(training: TrainingConfig, output_dir: str | Path, *, max_lengt
         use_liger_kernel=liger_kernel,
         run_name=run_name,
     )
+    unknown = [k for k in training.extra if k not in trl_fields]
+    if unknown:
+        from swelego.config import ConfigError
+
+        raise ConfigError(f"training.extra.{unknown[0]} is not a trl.SFTConfig field")
     kwargs.update(training.extra)
     kwargs.update(overrides)
     return SFTConfig(**kwargs)

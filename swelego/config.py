@@ -326,8 +326,11 @@ def config_flag(cls: type, dotted: str, *decls: str, **kw: Any):
         if base and base[0] in (int, float, str):
             kw["type"] = base[0]
 
-    def store(ctx, _param, value):
-        if value is not None and value != ():
+    def store(ctx, param, value):
+        from click.core import ParameterSource
+
+        given = ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT)
+        if given and value is not None:
             _meta(ctx)["flags"][dotted] = value
         return value
 

@@ -290,13 +290,8 @@ def test_shipped_configs_load():
 
 
 def test_every_config_field_is_documented():
-    from data_gen.real.filters import FilterConfig
-
     for name, _tp, _default, text in describe_config(BuildConfig):
-        if name.startswith("real.filters."):
-            assert name.rsplit(".", 1)[1] in (FilterConfig.__doc__ or ""), name
-        else:
-            assert text.strip(), f"{name} has no documentation"
+        assert text.strip(), f"{name} has no documentation"
 
 
 @pytest.mark.parametrize("text,message", [

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from data_gen.build import BuildConfig, build_cmd
 from data_gen.build.config import SET_BY_BUILD, SyntheticConfig
 from data_gen.cli import rollout_cmd, synth
+from data_gen.real.cli import validate_cmd
 from data_gen.synth.pipeline import SynthConfig
 from data_gen.validate import ValidateConfig
 from sft.cli import train_cmd as sft_train
@@ -28,10 +29,11 @@ from tts.run import TTSRunConfig
 from verifier.cli import train_cmd as verifier_train
 from verifier.train import VerifierRunConfig
 
-COMMANDS = {"data build": build_cmd, "data synth": synth, "data rollout": rollout_cmd, "tts run": tts_run,
-            "sft train": sft_train, "verifier train": verifier_train}
+COMMANDS = {"data build": build_cmd, "data synth": synth, "data validate": validate_cmd, "data rollout": rollout_cmd,
+            "tts run": tts_run, "sft train": sft_train, "verifier train": verifier_train}
 # Commands whose body reads its config through swelego.config.command_config (flags + -c + --set).
-ADAPTERS = {"data synth": (synth, ["pypi:x==1", "--out", "o"]), "data rollout": (rollout_cmd, [".", "--out", "o"]),
+ADAPTERS = {"data synth": (synth, ["pypi:x==1", "--out", "o"]), "data validate": (validate_cmd, [".", "--out", "o"]),
+            "data rollout": (rollout_cmd, [".", "--out", "o"]),
             "tts run": (tts_run, ["--out", "o"])}
 # Values that a field only takes from a fixed set.
 CHOICES = {"p2p": "full", "policy": "openai", "tool_format": "openhands", "executor": "ray", "kind": "regressive",

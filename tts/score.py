@@ -350,6 +350,35 @@ def policy_label(cands: list[Candidate]) -> str:
     return ", ".join(names)
 
 
+def _grade_and_label(cfg: ScoreConfig, root: Path, tasks: dict, all_cands: list, selected: dict, model: str,
+                     log: Callable[[str], None]):
+    """Grade with the official harness what needs it (the selected patches, and samples without a
+    sandbox label; every sample with grade all), then label every sample: empty patch, official,
+    or its sandbox grade. Returns (official results by `instance@sha`, grading stats)."""
+    if cfg.grade == "all":
+        wanted = [c for c in all_cands if c.patch.strip()]
+    else:
+        wanted = [c for c in selected.values() if c.patch.strip()]
+        chosen = {(c.instance_id, c.sample) for c in wanted}
+        wanted += [c for c in all_cands if c.rollout_label is None and c.patch.strip()
+                   and (c.instance_id, c.sample) not in chosen]
+    store, gstats = grade_official([(tasks[c.instance_id], c.patch) for c in wanted], root, model=model,
+                                   max_workers=cfg.max_workers, timeout=cfg.timeout, log=log)
+    try:
+        official = {k: v for k, v in store}
+    finally:
+        store.close()
+    for c in all_cands:
+        g = official.get(f"{c.instance_id}@{c.sha}")
+        if not c.patch.strip():
+            c.label, c.label_source = False, "empty patch"
+        elif g is not None:
+            c.label, c.label_source = bool(g["resolved"]), "official"
+        elif c.rollout_label is not None and cfg.grade != "all":
+            c.label, c.label_source = bool(c.rollout_label), "sandbox"
+    return official, gstats
+
+
 def tts_score(cfg: ScoreConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Select, grade and report; returns the report (also written to DIR/report.json)."""
     if cfg.grade not in GRADE_MODES:
@@ -372,27 +401,7 @@ def tts_score(cfg: ScoreConfig, log: Callable[[str], None] = print) -> dict[str,
     preds = [{"instance_id": iid, "model_name_or_path": model, "model_patch": c.patch} for iid, c in selected.items()]
     write_jsonl_atomic(root / "predictions.jsonl", preds, ensure_ascii=True)
 
-    if cfg.grade == "all":
-        wanted = [c for c in all_cands if c.patch.strip()]
-    else:
-        wanted = [c for c in selected.values() if c.patch.strip()]
-        chosen = {(c.instance_id, c.sample) for c in wanted}
-        wanted += [c for c in all_cands if c.rollout_label is None and c.patch.strip()
-                   and (c.instance_id, c.sample) not in chosen]
-    store, gstats = grade_official([(tasks[c.instance_id], c.patch) for c in wanted], root, model=model,
-                                   max_workers=cfg.max_workers, timeout=cfg.timeout, log=log)
-    try:
-        official = {k: v for k, v in store}
-    finally:
-        store.close()
-    for c in all_cands:
-        g = official.get(f"{c.instance_id}@{c.sha}")
-        if not c.patch.strip():
-            c.label, c.label_source = False, "empty patch"
-        elif g is not None:
-            c.label, c.label_source = bool(g["resolved"]), "official"
-        elif c.rollout_label is not None and cfg.grade != "all":
-            c.label, c.label_source = bool(c.rollout_label), "sandbox"
+    official, gstats = _grade_and_label(cfg, root, tasks, all_cands, selected, model, log)
     report.unlabelled_samples = sum(1 for c in all_cands if c.label is None)
 
     max_n = max((len(cs) for cs in cands.values()), default=0)

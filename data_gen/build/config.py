@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from data_gen.real.filters import FilterConfig as RealFilters
+from data_gen.real.validate import ValidateConfig as RealValidateConfig
 from data_gen.synth.pipeline import SynthConfig
 from swelego.agent.rollout import RolloutConfig
 from swelego.config import ConfigError, doc_field, load_config
@@ -21,11 +22,12 @@ SET_BY_BUILD = {
                   "llm_model": "llm.model", "llm_key_env": "llm.api_key_env", "executor": "executor",
                   "ray_address": "ray_address"},
     "teacher": {"out": "out", "trajectories_file": "out", "executor": "executor", "ray_address": "ray_address"},
+    "real.validate": {"out": "out", "namespace": "namespace", "llm_base_url": "llm.base_url",
+                      "llm_model": "llm.model", "llm_key_env": "llm.api_key_env", "executor": "executor",
+                      "ray_address": "ray_address", "allow_contaminated": "decontamination.allow_contaminated",
+                      "swebench_datasets": "decontamination.swebench_datasets"},
 }
-
-# Fields of data_gen.real.validate.ValidateConfig that the build sets itself.
-VALIDATE_SET_BY_BUILD = ("out", "namespace", "llm_base_url", "llm_model", "llm_key_env", "executor", "ray_address",
-                         "allow_contaminated", "swebench_datasets")
+VALIDATE_SET_BY_BUILD = tuple(SET_BY_BUILD["real.validate"])  # the real.validate fields the build sets
 
 
 @dataclass
@@ -84,9 +86,9 @@ class RealConfig:
     example_repo: bool = doc_field("Also mine the example repository of data_gen.real.demo (a small package "
                               "whose history holds fixes with tests), created under tasks/real/example-repo.",
                               default=False)
-    validate: dict = doc_field("Options of data_gen.real.validate.ValidateConfig: workers, test_timeout, "
-                          "baseline_runs, confirm_runs, repair_attempts, verify, max_tasks.",
-                          default_factory=dict)
+    validate: RealValidateConfig = doc_field("How candidates are validated (data_gen.real.validate.ValidateConfig: "
+                                             "workers, test_timeout, baseline_runs, confirm_runs, repair_attempts, "
+                                             "verify, max_tasks, env).", default_factory=RealValidateConfig)
 
 
 @dataclass
@@ -167,14 +169,11 @@ def check_config(cfg: BuildConfig) -> None:
     for s in cfg.synthetic.strategies:
         if s not in STRATEGIES:
             bad("synthetic.strategies", s, STRATEGIES)
-    from data_gen.real.validate import ValidateConfig
-
-    allowed = [f for f in ValidateConfig.__dataclass_fields__ if f not in VALIDATE_SET_BY_BUILD]
-    for k in cfg.real.validate:
-        if k not in allowed:
-            raise ConfigError(f"unknown config key real.validate.{k} (valid keys: {', '.join(allowed)})")
-    for part, keys in SET_BY_BUILD.items():
-        _set_by_build(getattr(cfg, part), part, keys)
+    for where, keys in SET_BY_BUILD.items():
+        part: Any = cfg
+        for name in where.split("."):
+            part = getattr(part, name)
+        _set_by_build(part, where, keys)
     t = cfg.teacher
     if t.policy not in POLICIES:
         bad("teacher.policy", t.policy, POLICIES)
@@ -194,7 +193,7 @@ def check_config(cfg: BuildConfig) -> None:
 
 def _set_by_build(part: Any, where: str, keys: dict[str, str]) -> None:
     """Refuse a component field that the build sets from its own key (`keys`: field -> build key)."""
-    defaults = {f.name: f.default for f in fields(SynthConfig if where == "synthetic" else RolloutConfig)}
+    blank = type(part)()
     for name, build_key in keys.items():
-        if getattr(part, name) != defaults[name]:
+        if getattr(part, name) != getattr(blank, name):
             raise ConfigError(f"{where}.{name} is set by the build from its `{build_key}` key; remove it")

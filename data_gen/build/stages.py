@@ -15,14 +15,14 @@ rich display.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from data_gen.build.config import BuildConfig, check_config
+from data_gen.build.config import VALIDATE_SET_BY_BUILD, BuildConfig, check_config
 from data_gen.build.display import BuildProgress
 from data_gen.build.engine import BuildReport, Context, Stage, StageResult, run_stages
 from swelego.config import config_to_dict
@@ -149,7 +149,8 @@ def run_real(ctx: Context) -> StageResult:
     v = validate(candidates, out / "validated", progress=lambda _iid, n=1: ctx.bar.update(advance=n), log=ctx.log,
                  namespace=c.namespace, llm_base_url=c.llm.base_url, llm_model=c.llm.model,
                  llm_key_env=c.llm.api_key_env, executor=c.executor, ray_address=c.ray_address,
-                 **decon, **rc.validate)
+                 **decon, **{f.name: getattr(rc.validate, f.name) for f in fields(rc.validate)
+                             if f.name not in VALIDATE_SET_BY_BUILD})
     failed += len(v.get("errors", {}))
     # The rows of the current candidates only: the validation store may hold earlier ones.
     rows = [t for t in load_jsonl(out / "validated" / "tasks.jsonl") if t.instance_id in ids]

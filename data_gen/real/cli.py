@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -10,6 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from data_gen.real.validate import ValidateConfig
+from swelego.config import command_config, config_flag, config_options
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -149,47 +153,47 @@ def mine_git_cmd(sources, out_dir, rev_range, max_commits, issues, merges, min_f
                 allow_contaminated=allow_contaminated, swebench_datasets=tuple(swebench_datasets))
 
 
+V = ValidateConfig  # the config of `data validate`; its flags below set its fields
+
+
 @click.command("validate")
 @click.argument("candidates", type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--namespace", default="swelego", show_default=True, help="Image name prefix.")
-@click.option("--workers", default=1, show_default=True, help="Candidates of one environment validated in parallel.")
-@click.option("--test-timeout", default=600.0, show_default=True, help="Seconds for one test-suite run.")
-@click.option("--baseline-runs", default=3, show_default=True,
-              help="Suite runs on the fixed tree; a test whose status changes is quarantined as flaky.")
-@click.option("--confirm-runs", default=2, show_default=True,
-              help="Extra runs of FAIL_TO_PASS on the unfixed tree; one that passes is flaky.")
-@click.option("--repair-attempts", default=3, show_default=True,
-              help="Environment attempts per failure, the first included (1 = no repair).")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Grade each row with swebench (gold resolves it, an empty patch does not).")
-@click.option("--max-tasks", default=None, type=int, help="Validate only the first N candidates.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--ray-address", default=None, help="Ray cluster to join (e.g. auto); default: start a local one.")
-@click.option("--llm-base-url", default=None, help="OpenAI-compatible endpoint for environment repair and issue text.")
-@click.option("--llm-model", default=None, help="Model name at that endpoint.")
-@click.option("--llm-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the API key.")
-@click.option("--allow-contaminated", is_flag=True,
-              help="Keep SWE-bench Verified repositories and patches that match --swebench-dataset.")
-@click.option("--swebench-dataset", "swebench_datasets", multiple=True, type=click.Path(exists=True),
-              help="Local swebench dataset file; candidates whose patch matches one of its tasks are skipped.")
-def validate_cmd(candidates, out_dir, namespace, workers, test_timeout, baseline_runs, confirm_runs, repair_attempts,
-                 verify, max_tasks, executor, ray_address, llm_base_url, llm_model, llm_key_env, allow_contaminated,
-                 swebench_datasets):
+@config_flag(V, "namespace", "--namespace")
+@config_flag(V, "workers", "--workers")
+@config_flag(V, "test_timeout", "--test-timeout")
+@config_flag(V, "baseline_runs", "--baseline-runs")
+@config_flag(V, "confirm_runs", "--confirm-runs")
+@config_flag(V, "repair_attempts", "--repair-attempts")
+@config_flag(V, "verify", "--verify/--no-verify")
+@config_flag(V, "max_tasks", "--max-tasks")
+@config_flag(V, "executor", "--executor", type=click.Choice(["local", "ray"]))
+@config_flag(V, "ray_address", "--ray-address")
+@config_flag(V, "llm_base_url", "--llm-base-url")
+@config_flag(V, "llm_model", "--llm-model")
+@config_flag(V, "llm_key_env", "--llm-key-env")
+@config_flag(V, "allow_contaminated", "--allow-contaminated", is_flag=True, default=None)
+@config_flag(V, "swebench_datasets", "--swebench-dataset", multiple=True, type=click.Path(exists=True),
+             default=())
+@config_options(V)
+def validate_cmd(candidates, out_dir):
     """Turn mined CANDIDATES (a candidates.jsonl or a mining output directory) into validated tasks.
 
     Builds or reuses an environment per dependency spec (repairing it with the LLM when
     configured), runs the tests with and without the code patch (test patch applied both
     times), keeps candidates with FAIL_TO_PASS tests, and writes OUT/dataset, OUT/tasks.jsonl,
     OUT/records/ (one record per candidate), OUT/envs/ (every environment attempt) and
-    OUT/summary.json. Rerunning resumes.
+    OUT/summary.json. Rerunning resumes. Every field of the config (`--fields`) can be set in
+    -c CONFIG.yaml or with --set.
     """
     from data_gen.real.filters import load_candidates
     from data_gen.real.validate import validate
     from swelego.errors import SwelegoError
 
-    if repair_attempts < 1:
+    cfg = command_config(V, essentials={"out": out_dir})
+    if cfg.repair_attempts < 1:
         raise click.BadParameter("must be at least 1", param_hint="--repair-attempts")
+    options = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "out"}
     bad_rows: list[str] = []
     try:
         cands = load_candidates(candidates, problems=bad_rows)
@@ -197,8 +201,8 @@ def validate_cmd(candidates, out_dir, namespace, workers, test_timeout, baseline
         raise click.ClickException(str(e)) from None
     for line in bad_rows:
         err.print(f"[red]✗[/] {escape(line)}", highlight=False, soft_wrap=True)
-    if max_tasks is not None:
-        cands = cands[:max_tasks]
+    if cfg.max_tasks is not None:
+        cands = cands[:cfg.max_tasks]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as progress:
         bar = progress.add_task("candidates", total=len(cands))
@@ -208,11 +212,7 @@ def validate_cmd(candidates, out_dir, namespace, workers, test_timeout, baseline
 
         try:
             summary = validate(cands, out_dir, progress=lambda _id, n: progress.advance(bar, n), log=log,
-                               namespace=namespace, workers=workers, test_timeout=test_timeout,
-                               baseline_runs=baseline_runs, confirm_runs=confirm_runs, repair_attempts=repair_attempts,
-                               verify=verify, executor=executor, ray_address=ray_address, llm_base_url=llm_base_url,
-                               llm_model=llm_model, llm_key_env=llm_key_env, allow_contaminated=allow_contaminated,
-                               swebench_datasets=tuple(swebench_datasets), bad_rows=bad_rows)
+                               bad_rows=bad_rows, **options)
         except SwelegoError as e:
             raise click.ClickException(str(e).splitlines()[0]) from None
     _print_validation(summary, Path(out_dir))

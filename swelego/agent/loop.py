@@ -148,20 +148,7 @@ def run_episode(
             if not calls:
                 traj.messages.append({"role": "user", "content": NUDGE})
                 continue
-            finished = False
-            for call in calls:
-                fn = call["function"]
-                if finished:
-                    traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": SKIPPED})
-                    traj.steps.append(Step(tool=fn["name"], error=True, error_kind="skipped", message_index=at))
-                    continue
-                res = tools.execute(fn["name"], fn["arguments"])
-                traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": res.output})
-                traj.steps.append(Step(tool=fn["name"], exit_code=res.exit_code, error=res.error,
-                                       error_kind=res.error_kind, duration=res.duration,
-                                       truncated=res.truncated, message_index=at))
-                finished = finished or res.finished
-            if finished:
+            if _run_calls(tools, traj, calls, at):
                 exit_reason = "finish"
                 break
             if max_context_tokens and _context_tokens(policy, traj.messages) > max_context_tokens:
@@ -177,6 +164,31 @@ def run_episode(
         tools.close()  # the episode's shell and what it still runs (background jobs too)
     traj.exit_reason = exit_reason
     traj.usage = dict(getattr(policy, "usage", None) or {})
+    _patch_and_grade(traj, task, sandbox, grade)
+    traj.finished_at = _now()
+    return traj
+
+
+def _run_calls(tools: ToolBox, traj: Trajectory, calls: list[dict], at: int) -> bool:
+    """Execute one assistant message's tool calls in order (calls after a finish are skipped,
+    and say so); True when the episode finished."""
+    finished = False
+    for call in calls:
+        fn = call["function"]
+        if finished:
+            traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": SKIPPED})
+            traj.steps.append(Step(tool=fn["name"], error=True, error_kind="skipped", message_index=at))
+            continue
+        res = tools.execute(fn["name"], fn["arguments"])
+        traj.messages.append({"role": "tool", "tool_call_id": call["id"], "content": res.output})
+        traj.steps.append(Step(tool=fn["name"], exit_code=res.exit_code, error=res.error,
+                               error_kind=res.error_kind, duration=res.duration,
+                               truncated=res.truncated, message_index=at))
+        finished = finished or res.finished
+    return finished
+
+
+def _patch_and_grade(traj: Trajectory, task: TaskInstance, sandbox, grade: bool) -> None:
     patched = True
     try:
         traj.patch = compute_patch(sandbox, task.base_commit)
@@ -193,5 +205,3 @@ def run_episode(
         traj.semi_resolved = (not traj.resolved) and bool(traj.patch.strip()) and (
             set(patch_files(traj.patch)) == set(patch_files(task.patch))
         )
-    traj.finished_at = _now()
-    return traj

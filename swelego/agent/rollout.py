@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from swelego.agent import OraclePolicy, run_episode
+from swelego.agent.openai_policy import SamplingParams
 from swelego.agent.tools import ToolBox
 from swelego.config import doc_field
 from swelego.records import append_jsonl, read_jsonl
@@ -60,9 +61,10 @@ class RolloutConfig:
     api_key_env: str = doc_field("Environment variable with the endpoint's key.", default="OPENAI_API_KEY")
     tool_format: str = doc_field("`native` tool calls (text <function=…>/<tool_call> calls are parsed too), or "
                                  "`openhands` text calls in the prompt.", default="native")
-    temperature: float = doc_field("Sampling temperature.", default=0.7)
+    temperature: float = doc_field("Sampling temperature.", default=SamplingParams.temperature)
     top_p: float | None = doc_field("Nucleus sampling; null = the endpoint's default.", default=None)
-    max_tokens: int = doc_field("Completion tokens per turn (policy hf: new tokens per turn).", default=4096)
+    max_tokens: int = doc_field("Completion tokens per turn (policy hf: new tokens per turn).",
+                                 default=SamplingParams.max_tokens)
     device: str = doc_field("Policy hf: auto (cuda when available, else cpu), cpu, cuda or cuda:N.", default="auto")
     dtype: str = doc_field("Policy hf: weights dtype, auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16, "
                            "float16.", default="auto")
