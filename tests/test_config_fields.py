@@ -247,3 +247,14 @@ def test_a_bad_set_is_one_line():
 def test_sft_and_verifier_configs_are_their_commands():
     assert sft_train.callback.config_class is SFTRunConfig
     assert verifier_train.callback.config_class is VerifierRunConfig
+
+
+def test_a_config_file_is_read_below_the_flags_and_a_partial_part_keeps_the_commands_defaults(tmp_path):
+    path = tmp_path / "tts.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "d", "verifier": "v", "rollout": {"policy": "oracle", "memory": "8g"}}))
+    ctx = tts_run.make_context("run", ["--out", "o", "-c", str(path), "--memory", "3g"])
+    with ctx:
+        cfg = command_config(TTSRunConfig, essentials={"rollout.out": "o"})
+    r = cfg.rollout
+    assert (cfg.dataset, cfg.verifier, r.policy, r.memory) == ("d", "v", "oracle", "3g")
+    assert r.samples == 16 and r.trajectories_file == "samples.jsonl"  # tts run's own, not RolloutConfig's
