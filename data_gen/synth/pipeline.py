@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import queue
 import re
 import tarfile
@@ -71,7 +72,8 @@ class SynthConfig:
     strategies: tuple[str, ...] = doc_field("Any of procedural, llm_rewrite, llm_modify, combine.",
                                             default=("procedural", "combine"))
     max_candidates: int = doc_field("Candidate bugs per repository and strategy.", default=30)
-    workers: int = doc_field("Warm sandboxes per repository validating candidates in parallel.", default=1)
+    workers: int = doc_field("Warm sandboxes per repository validating candidates in parallel (0: one per CPU "
+                             "core this process may use, at most 8).", default=0)
     seed: int = doc_field("Seed of candidate generation (same seed, same candidates).", default=0)
     validate: ValidateConfig = doc_field("How candidates are validated (data_gen.validate.ValidateConfig).",
                                          default_factory=ValidateConfig)
@@ -138,7 +140,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
     wanted = set(cfg.strategies)
     if llm is None and wanted & {"llm_rewrite", "llm_modify"}:
         report.notices.append("llm_rewrite / llm_modify skipped: no --llm-base-url and --llm-model configured")
-    sandboxes = [DockerSandbox(env.image, client=client, limits=limits) for _ in range(max(1, cfg.workers))]
+    sandboxes = [DockerSandbox(env.image, client=client, limits=limits) for _ in range(worker_count(cfg.workers))]
     pool: queue.Queue[DockerSandbox] = queue.Queue()
     try:
         for sb in sandboxes:
@@ -262,6 +264,17 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
         store.close()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def worker_count(workers: int) -> int:
+    """`workers`, or for 0 one per CPU core available to this process (at most 8)."""
+    if workers > 0:
+        return workers
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
 
 
 def _llm_candidates(store: ResultStore, repo: str, files: dict[str, str], name: str, fn, llm, cfg,
