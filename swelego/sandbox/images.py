@@ -51,13 +51,14 @@ from swelego.sandbox.envspec import (  # noqa: F401 - BASE_DISTS and the default
 from swelego.sandbox.sources import PreparedRepo, RepoSource, git, prepare_testbed
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
-ENV_FORMAT = 4  # bump when the image layout changes, so old images are not reused
+ENV_FORMAT = 5  # bump when the image layout changes, so old images are not reused
 BASE_NAMESPACE = "swelego/base"
 # pytest-xdist lets the eval script run the tests in a worker process apart from the one that
 # reports them (swelego.harness.make_eval_script), so code under test cannot forge the report.
 GRADING_REQUIREMENTS = ("pytest", "pytest-xdist")
 ENV_LABEL = "swelego.env"
 _REQ_FILE_GLOBS = TEST_REQ_FILES
+EDITABLE_REQUIRES = {"hatchling": ("editables",), "mesonpy": ("ninja", "meson"), "pdm": ("editables",)}
 
 
 def cache_dir() -> Path:
@@ -337,6 +338,10 @@ def dependency_requirements(testbed: Path, py: PythonInfo, extra_deps: tuple[str
     if data:
         requires = (data.get("build-system") or {}).get("requires") or []
         build_reqs += [r for r in requires if isinstance(r, str)] if isinstance(requires, list) else []
+        # what the backend's get_requires_for_build_editable adds (the install runs with
+        # --no-build-isolation, so nothing is fetched then)
+        backend = str((data.get("build-system") or {}).get("build-backend") or "").split(".")[0]
+        build_reqs += list(EDITABLE_REQUIRES.get(backend, ()))
         groups = data.get("dependency-groups") or {}
         for g in TEST_EXTRAS:
             reqs += [x for x in groups.get(g, []) if isinstance(x, str)]
