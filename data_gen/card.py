@@ -216,7 +216,7 @@ def card_data(out: Path, cfg, states: dict) -> dict:
     finished = sorted(st["finished_at"] for st in stages.values() if st["finished_at"])
 
     policies = policy_label(trajs) if trajs else cfg.teacher.policy
-    cfg_dict = config_to_dict(cfg)
+    cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else config_to_dict(cfg)
     cfg_dict.pop("out", None)
     return {
         "name": cfg.name,

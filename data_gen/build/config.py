@@ -10,7 +10,7 @@ from data_gen.real.filters import FilterConfig as RealFilters
 from data_gen.real.validate import ValidateConfig as RealValidateConfig
 from data_gen.synth.pipeline import SynthConfig
 from swelego.agent.rollout import RolloutConfig
-from swelego.config import ConfigError, doc_field, load_config
+from swelego.config import ConfigError, config_to_dict, doc_field, load_config
 from swelego.difficulty import Bucket
 from swelego.trajectories.export import EXPORT_FORMATS, ExportConfig  # noqa: F401 (re-exported)
 from swelego.trajectories.filter import FilterConfig
@@ -146,6 +146,18 @@ class BuildConfig:
     filter: FilterConfig = doc_field("Trajectory filtering (swelego.trajectories.filter).", default_factory=FilterConfig)
     export: ExportConfig = doc_field("SFT exports (swelego.trajectories.export).", default_factory=ExportConfig)
     card: CardConfig = doc_field("Dataset card.", default_factory=CardConfig)
+
+    def to_dict(self) -> dict:
+        """The config as config.yaml and the card show it: without the component fields that the
+        build sets from its own keys (SET_BY_BUILD), which a build YAML may not set."""
+        d = config_to_dict(self)
+        for where, keys in SET_BY_BUILD.items():
+            part = d
+            for name in where.split("."):
+                part = part[name]
+            for k in keys:
+                part.pop(k, None)
+        return d
 
 
 def load_build_config(path: str | Path, overrides: dict | None = None) -> BuildConfig:

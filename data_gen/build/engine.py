@@ -330,7 +330,8 @@ def run_stages(cfg: Any, stages: tuple[Stage, ...], *, display: Display, only: l
     cfg.out = str(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    # A config may say how it is shown (BuildConfig.to_dict leaves out what the build sets itself).
+    dump_config(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg, out / "config.yaml")
     t_build = time.monotonic()
     with display, (out / "logs" / "build.log").open("a", encoding="utf-8") as logf:
         run = _Run(cfg, out, display, logf, force, names, selected)
