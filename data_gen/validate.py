@@ -167,6 +167,16 @@ except ImportError:
     pass
 
 
+_collect = [0.0]
+_imported = time.perf_counter()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    yield
+    _collect[0] = time.perf_counter() - _imported  # start-up (conftest imports) + collection
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     _current[0] = item.nodeid
@@ -189,7 +199,8 @@ def pytest_sessionfinish(session):
     except ImportError:
         has_timeout = False
     with open(os.environ.get("SWELEGO_PROBE_OUT", "/tmp/swelego-probe.json"), "w") as f:
-        json.dump({"spawners": sorted(_spawners), "tests": _tests, "pytest_timeout": has_timeout}, f)
+        json.dump({"spawners": sorted(_spawners), "tests": _tests, "pytest_timeout": has_timeout,
+                   "collect_seconds": round(_collect[0], 3)}, f)
 '''
 
 
@@ -221,6 +232,7 @@ class CoverageMap:
     durations: dict[str, float] = field(default_factory=dict)
     probed: bool = False
     pytest_timeout: bool = False
+    collect_seconds: float = 0.0  # the clean suite's collection time in the coverage run
 
     def tests_for(self, path: str, start: int, end: int) -> set[str]:
         by_line = self.lines.get(path, {})
@@ -262,7 +274,7 @@ class CoverageMap:
 
         return {"lines": enc(self.lines), "fixture_lines": enc(self.fixture_lines), "outside": self.outside,
                 "spawners": self.spawners, "shared": self.shared, "durations": self.durations,
-                "probed": self.probed, "pytest_timeout": self.pytest_timeout}
+                "probed": self.probed, "pytest_timeout": self.pytest_timeout, "collect_seconds": self.collect_seconds}
 
     @classmethod
     def from_json(cls, d: dict) -> CoverageMap:
@@ -273,7 +285,7 @@ class CoverageMap:
             return cls(dec(d))  # a map cached before the probe: selection only, never inference
         return cls(dec(d["lines"]), dec(d.get("fixture_lines", {})), d.get("outside", {}), d.get("spawners", []),
                    d.get("shared", {}), d.get("durations", {}), bool(d.get("probed")),
-                   bool(d.get("pytest_timeout")))
+                   bool(d.get("pytest_timeout")), float(d.get("collect_seconds", 0.0)))
 
 
 def coverage_map(sb: DockerSandbox, test_cmd: str, *, timeout: float = 1800, workdir: str = "/testbed") -> CoverageMap:
@@ -321,6 +333,7 @@ def coverage_map(sb: DockerSandbox, test_cmd: str, *, timeout: float = 1800, wor
         cov.probed = True
         cov.spawners = probe.get("spawners", [])
         cov.pytest_timeout = bool(probe.get("pytest_timeout"))
+        cov.collect_seconds = float(probe.get("collect_seconds", 0.0))
         for t, info in probe.get("tests", {}).items():
             cov.durations[t] = float(info.get("seconds", 0.0))
             if info.get("shared"):
@@ -451,6 +464,89 @@ def per_test_budget(cov: CoverageMap | None, tests, cfg: ValidateConfig) -> floa
     return round(cfg.per_test_factor * slowest + cfg.per_test_constant, 2)
 
 
+# Collection is outside pytest-timeout's reach: code that hangs at import would run into the
+# sandbox's backstop. This plugin ends the process when collection runs past its budget, with
+# pytest-timeout's banner (hit_test_budget sees it).
+WATCHDOG_DIR = "/tmp/swelego-watchdog"
+WATCHDOG_PLUGIN = r'''
+import json
+import os
+import threading
+
+import pytest
+
+# pytest captures the standard streams while it collects: the banner goes to a copy of the
+# real stderr taken now, when `-p` imports this plugin, before capturing starts.
+_ERR = os.dup(2)
+_BUDGET = float(os.environ.get("SWELEGO_COLLECT_BUDGET") or 0)
+
+
+def _fire():
+    os.write(_ERR, ("\n" + "+" * 30 + " Timeout " + "+" * 30 + "\nstart-up and collection ran past %gs\n"
+                    % _BUDGET).encode())
+    os._exit(1)
+
+
+# From here (conftest files are imported before collection starts) to the end of collection.
+_TIMER = threading.Timer(_BUDGET, _fire) if _BUDGET > 0 else None
+if _TIMER is not None:
+    _TIMER.daemon = True
+    _TIMER.start()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    path = os.environ.get("SWELEGO_TEST_BUDGETS")
+    if not path or not os.path.exists(path):
+        return
+    with open(path) as f:
+        budgets = json.load(f)
+    for item in items:
+        seconds = budgets.get(item.nodeid)
+        if seconds and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(seconds, method="thread"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    try:
+        yield
+    finally:
+        if _TIMER is not None:
+            _TIMER.cancel()
+'''
+
+
+def per_test_budgets(cov: CoverageMap | None, cfg: ValidateConfig) -> dict[str, float] | None:
+    """Each test's own budget (node id -> seconds): `per_test_factor` x its clean duration +
+    `per_test_constant`, applied as a pytest-timeout marker by the watchdog plugin, so that one
+    slow test (a property-based one, say) does not set the budget of every other test in a run."""
+    if cov is None or not cov.pytest_timeout or not cov.durations:
+        return None
+    return {t: round(cfg.per_test_factor * d + cfg.per_test_constant, 2) for t, d in cov.durations.items()}
+
+
+def collect_budget(cov: CoverageMap | None, cfg: ValidateConfig) -> float | None:
+    """Seconds collection may take: `per_test_factor` x the clean collection + `per_test_constant`."""
+    if cov is None or not cov.probed or not cov.collect_seconds:
+        return None
+    return round(cfg.per_test_factor * cov.collect_seconds + cfg.per_test_constant, 2)
+
+
+def budgeted(sb: DockerSandbox, test_cmd: str, per_test: float | None, collect: float | None,
+             budgets: dict[str, float] | None = None) -> str:
+    """`test_cmd` with the per-test budgets (pytest-timeout: `budgets` per test, `per_test` for
+    any other) and the collection watchdog."""
+    if not collect and not budgets:
+        return test_cmd + timeout_args(per_test)
+    sb.write_file(f"{WATCHDOG_DIR}/swelego_watchdog.py", WATCHDOG_PLUGIN)
+    env = f"SWELEGO_COLLECT_BUDGET={collect or 0:g}"
+    if budgets:
+        sb.write_file(f"{WATCHDOG_DIR}/budgets.json", json.dumps(budgets))
+        env += f" SWELEGO_TEST_BUDGETS={WATCHDOG_DIR}/budgets.json"
+    return (f"export PYTHONPATH={WATCHDOG_DIR}${{PYTHONPATH:+:$PYTHONPATH}} {env}; "
+            f"{test_cmd} -p swelego_watchdog{timeout_args(per_test)}")
+
+
 def timeout_args(seconds: float | None) -> str:
     # thread: the first test past its budget ends the run at once (a hang costs one budget, not
     # one per covering test); the sandbox's own exec timeout is the backstop.
@@ -500,7 +596,8 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
                    covering: set[str] | None, timeout: float, infer: bool = False,
                    audit: bool | Callable[[], bool] = False,
                    budget: Callable[[list[str]], float | None] | None = None,
-                   node_ids: Callable[[list[str]], list[str]] | None = None) -> Outcome:
+                   node_ids: Callable[[list[str]], list[str]] | None = None, collect: float | None = None,
+                   budgets: dict[str, float] | None = None) -> Outcome:
     """Apply a bug patch to the clean tree and classify it.
 
     With `covering` (test selection on) only those tests run first. A candidate that breaks none
@@ -524,9 +621,8 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
             return Outcome("no_tests", validation="inferred" if infer else "full")
         to_run = node_ids(selected) if node_ids else selected
         per_test = budget(to_run) if budget else None
-        run = run_selected(sb, test_cmd, to_run, log_parser=log_parser,
-                           timeout=run_budget(baseline, len(selected), timeout, per_test),
-                           extra_args=timeout_args(per_test))
+        run = run_selected(sb, budgeted(sb, test_cmd, per_test, collect, budgets), to_run, log_parser=log_parser,
+                           timeout=run_budget(baseline, len(selected), timeout, per_test))
         seconds += run.duration
         if run.timed_out or hit_test_budget(run):
             return Outcome("timeout", tests_run=len(selected), seconds=seconds, backstop=run.timed_out,
@@ -543,7 +639,7 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
                 return Outcome(status, f2p, p2p, len(selected), seconds, run.log, validation="inferred")
             inferred = {"status": status, "fail_to_pass": f2p, "pass_to_pass": p2p}
     per_test = budget(baseline.passing) if budget else None
-    run = run_tests(sb, test_cmd + timeout_args(per_test), log_parser=log_parser,
+    run = run_tests(sb, budgeted(sb, test_cmd, per_test, collect, budgets), log_parser=log_parser,
                     timeout=run_budget(baseline, len(baseline.passing), timeout, per_test))
     seconds += run.duration
     validation = "audited" if inferred else "full"
@@ -606,16 +702,18 @@ def validate_unit(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, te
     with what the batch inferred."""
     budget = (lambda tests: per_test_budget(cov, tests, cfg)) if cov is not None else None
     node_ids = cov.node_ids if cov is not None else None
+    collect = collect_budget(cov, cfg)
+    budgets = per_test_budgets(cov, cfg)
 
     def single(it: Item, infer: bool, audit_fn) -> Outcome:
         return validate_patch(sb, it.patch, baseline, test_cmd=test_cmd, log_parser=log_parser,
                               covering=selection(it, audit), timeout=timeout, infer=infer, audit=audit_fn,
-                              budget=budget, node_ids=node_ids)
+                              budget=budget, node_ids=node_ids, collect=collect, budgets=budgets)
 
     if len(unit) == 1 or not audit.enabled:
         return validate_unit_each(unit, single, audit)
     batched = _run_batch(sb, unit, baseline, test_cmd=test_cmd, log_parser=log_parser, timeout=timeout,
-                         budget=budget, node_ids=node_ids)
+                         budget=budget, node_ids=node_ids, collect=collect, budgets=budgets)
     if batched is None:  # did not apply together, or a test hung: one by one
         return validate_unit_each(unit, single, audit)
     outs = []
@@ -651,7 +749,8 @@ def validate_unit_each(unit: list[Item], single, audit: InferenceAudit) -> list[
 
 
 def _run_batch(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, test_cmd: str, log_parser: str,
-               timeout: float, budget, node_ids) -> list[Outcome] | None:
+               timeout: float, budget, node_ids, collect: float | None = None,
+               budgets: dict[str, float] | None = None) -> list[Outcome] | None:
     sb.reset("git")
     for it in unit:
         if not apply_patch(sb, it.patch):
@@ -662,8 +761,8 @@ def _run_batch(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, test_
     union = sorted(set().union(*sels))
     to_run = node_ids(union) if node_ids else union
     per_test = budget(to_run) if budget else None
-    run = run_selected(sb, test_cmd, to_run, log_parser=log_parser,
-                       timeout=run_budget(baseline, len(union), timeout, per_test), extra_args=timeout_args(per_test))
+    run = run_selected(sb, budgeted(sb, test_cmd, per_test, collect, budgets), to_run, log_parser=log_parser,
+                       timeout=run_budget(baseline, len(union), timeout, per_test))
     if run.timed_out or hit_test_budget(run):
         if run.timed_out:
             sb.reset("fresh")

@@ -17,6 +17,7 @@ from data_gen.validate import (
     Item,
     ValidateConfig,
     changed_lines,
+    collect_budget,
     coverage_map,
     inference_blocker,
     per_test_budget,
@@ -275,6 +276,19 @@ def test_a_hang_is_cut_by_the_per_test_budget(cov_env, cov_setup, client):
     assert o.status == "timeout" and not o.backstop  # pytest-timeout cut it, not the sandbox
     assert per_test_budget(cov, ["tests/test_cov.py::test_square"], vc) < 3
     assert took < 20  # the budget (~2 s) + start-up, not the run's 120 s cap
+
+
+def test_a_hang_at_import_time_is_cut_by_the_collection_watchdog(cov_env, cov_setup, client):
+    base, cov, files = cov_setup
+    stuck = _cand(files, "SCALE = 2\n", "SCALE = 2\nwhile SCALE:\n    pass\n", "stuck", cov)
+    vc = ValidateConfig(per_test_constant=2.0)
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        t0 = time.monotonic()
+        (o,) = _unit(sb, cov_env, base, cov, [stuck], vc, InferenceAudit(vc))
+        took = time.monotonic() - t0
+    assert stuck.blocker and o.validation == "full"  # module level: the full suite, whose collection hangs
+    assert o.status == "timeout" and not o.backstop
+    assert collect_budget(cov, vc) < 5 and took < 20
 
 
 def test_the_swebench_verify_step_catches_a_wrong_inferred_row(cov_env, cov_setup, client, tmp_path):

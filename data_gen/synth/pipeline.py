@@ -37,9 +37,11 @@ from data_gen.validate import (
     Item,
     Outcome,
     ValidateConfig,
+    collect_budget,
     coverage_map,
     inference_blocker,
     per_test_budget,
+    per_test_budgets,
     plan_batches,
     stable_baseline,
     validate_patch,
@@ -330,7 +332,8 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
             else:
                 outcome = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
                                          covering=covering, timeout=vc.test_timeout, infer=infer, audit=audit.claim,
-                                         budget=budget, node_ids=cov.node_ids if cov is not None else None)
+                                         budget=budget, node_ids=cov.node_ids if cov is not None else None,
+                                         collect=collect_budget(cov, vc), budgets=per_test_budgets(cov, vc))
                 audit.record(c.id, outcome)
         except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the batch
             sb.reset("fresh")
