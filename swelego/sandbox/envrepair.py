@@ -218,6 +218,8 @@ def rule_repair(spec: EnvSpec, stage: str, log: str, tree: Path | None = None) -
         if "-o addopts=" not in spec.test_cmd:
             return with_("pytest options no plugin provides: addopts dropped",
                          test_cmd=f"{spec.test_cmd} -o addopts=''")
+    if "\x1b[" in text and re.search(r"\x1b\[[\d;]*m(PASSED|FAILED)", text) and "--color=no" not in spec.test_cmd:
+        return with_("coloured output hides the results from the parser", test_cmd=f"{spec.test_cmd} --color=no")
     # Nothing collected: look for tests under any file name, from the root.
     if stage == "tests" and (_NO_TESTS.search(text) or "no test passes" in text) and "python_files" not in spec.test_cmd:
         return with_("no tests collected: every .py under the test directories",

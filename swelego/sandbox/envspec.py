@@ -699,6 +699,10 @@ def infer_env(tree: Path) -> EnvSpec:
     if "python_files" not in opts and (odd := _unmatched_test_files(tree)):
         test_cmd = f"{test_cmd} -o python_files='{ODD_TEST_FILES}'"
         evidence["test command"] = f"test files pytest would not collect by name: {', '.join(odd[:3])}"
+    if re.search(r"--color[= ]yes|--code-highlight[= ]yes", addopts):
+        # swebench's parser reads plain `PASSED test` lines: colour codes would hide every result
+        test_cmd = f"{test_cmd} --color=no --code-highlight=no"
+        evidence["test command"] = f"{where} forces colour (addopts); turned off for the log parser"
     if imports_tests_pkg:
         test_cmd = "python -m " + test_cmd
         evidence["test command"] = "tests import the tests directory as a package: python -m pytest (cwd on sys.path)"
