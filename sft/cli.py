@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sft.config import SFTRunConfig
-from swelego.config import fields_option, parse_sets
+from swelego.config import config_flag, fields_option, flag_overrides, parse_sets
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -98,29 +98,22 @@ def label_cmd(traj, out_dir, config_path, disable, enable, mask_source):
               f"{bad} unreadable records. Labels in {dest / 'labels.jsonl'}")
 
 
-def _run_overrides(data, output_dir, max_steps, no_error_mask, no_curriculum, sets) -> dict:
-    overrides = parse_sets(sets)
-    if data:
-        overrides["data.paths"] = list(data)
-    if output_dir:
-        overrides["output_dir"] = output_dir
-    if max_steps is not None:
-        overrides["training.max_steps"] = max_steps
-    if no_error_mask:
-        overrides["data.error_mask"] = False
-    if no_curriculum:
-        overrides["curriculum.enabled"] = False
-    return overrides
+def _run_overrides(sets) -> dict:
+    """The flags given (each sets its config field) and then --set."""
+    return {**flag_overrides(), **parse_sets(sets)}
 
 
+R = SFTRunConfig  # the config of `sft train` / `sft prepare`; the flags below set its fields
 _run_options = [
     click.argument("config", type=click.Path(exists=True, dir_okay=False)),
-    click.option("--data", multiple=True, type=click.Path(exists=True),
-                 help="Trajectory file or folder (repeatable); replaces data.paths."),
-    click.option("--output-dir", default=None, help="Replaces output_dir."),
-    click.option("--max-steps", type=int, default=None, help="Replaces training.max_steps (cap on optimizer steps)."),
-    click.option("--no-error-mask", is_flag=True, help="Train every assistant turn (ablation)."),
-    click.option("--no-curriculum", is_flag=True, help="One run on the shuffled union of all data (ablation)."),
+    config_flag(R, "data.paths", "--data", multiple=True, type=click.Path(exists=True), default=(),
+                help="Trajectory file or folder (repeatable); replaces data.paths."),
+    config_flag(R, "output_dir", "--output-dir"),
+    config_flag(R, "training.max_steps", "--max-steps"),
+    config_flag(R, "data.error_mask", "--no-error-mask", is_flag=True, flag_value=False, default=None,
+                help="Train every assistant turn (ablation; data.error_mask=false)."),
+    config_flag(R, "curriculum.enabled", "--no-curriculum", is_flag=True, flag_value=False, default=None,
+                help="One run on the shuffled union of all data (ablation; curriculum.enabled=false)."),
     click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                  help="Override any config field by dotted key, e.g. --set training.learning_rate=2e-5."),
 ]
@@ -135,7 +128,7 @@ def _with_run_options(fn):
 @sft.command("train")
 @_with_run_options
 @fields_option(SFTRunConfig)
-def train_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculum, sets):
+def train_cmd(config, sets):
     """Fine-tune with TRL's SFTTrainer as CONFIG (YAML, see configs/sft/) says, flags overriding it.
 
     Prepares (or reuses) the tokenized data under OUTPUT/prepared, trains the curriculum stages,
@@ -144,7 +137,7 @@ def train_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculum,
     """
     from sft.train import train_from_config
 
-    overrides = _run_overrides(data, output_dir, max_steps, no_error_mask, no_curriculum, sets)
+    overrides = _run_overrides(sets)
     res = train_from_config(config, overrides, console=err)
     out.print(f"model: {res.model_dir}\nrun card: {res.run_card_path}")
 
@@ -152,7 +145,7 @@ def train_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculum,
 @sft.command("prepare")
 @_with_run_options
 @fields_option(SFTRunConfig)
-def prepare_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculum, sets):
+def prepare_cmd(config, sets):
     """Only label and tokenize the data of CONFIG into OUTPUT/prepared (train reuses it) and
     print the counts: kept, dropped (unreadable, over-length, fully masked), masked share, buckets."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -162,7 +155,7 @@ def prepare_cmd(config, data, output_dir, max_steps, no_error_mask, no_curriculu
     from sft.tokens import training_chat_template
     from sft.trainer import load_tokenizer, model_path
 
-    overrides = _run_overrides(data, output_dir, max_steps, no_error_mask, no_curriculum, sets)
+    overrides = _run_overrides(sets)
     cfg = load_config(SFTRunConfig, config, overrides)
     tok = load_tokenizer(cfg.model, model_path(cfg.model))
     template = training_chat_template(tok, cfg.model.chat_template)

@@ -422,6 +422,14 @@ def command_config(cls: type[T], defaults: dict | None = None, essentials: dict 
     return load_config(cls, None, merge(merge(merge({}, defaults or {}), data), overrides))
 
 
+def flag_overrides() -> dict[str, Any]:
+    """The config_flag options given to the running command, as dotted-key overrides (for
+    commands that read their config themselves; `command_config` applies them already)."""
+    import click
+
+    return dict(_meta(click.get_current_context())["flags"])
+
+
 def config_file_given() -> bool:
     import click
 

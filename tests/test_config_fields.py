@@ -258,3 +258,22 @@ def test_a_config_file_is_read_below_the_flags_and_a_partial_part_keeps_the_comm
     r = cfg.rollout
     assert (cfg.dataset, cfg.verifier, r.policy, r.memory) == ("d", "v", "oracle", "3g")
     assert r.samples == 16 and r.trajectories_file == "samples.jsonl"  # tts run's own, not RolloutConfig's
+
+
+def test_sft_and_verifier_flags_are_their_fields():
+    from swelego.config import flag_overrides
+
+    ctx = sft_train.make_context("train", ["configs/sft/tiny-cpu.yaml", "--data", "README.md", "--output-dir", "x",
+                                           "--max-steps", "3", "--no-error-mask", "--no-curriculum"])
+    with ctx:
+        cfg = load_config(SFTRunConfig, "configs/sft/tiny-cpu.yaml", flag_overrides())
+    assert (cfg.data.paths, cfg.output_dir, cfg.training.max_steps, cfg.data.error_mask, cfg.curriculum.enabled) == (
+        ["README.md"], "x", 3, False, False)
+    ctx = sft_train.make_context("train", ["configs/sft/tiny-cpu.yaml"])
+    with ctx:
+        assert flag_overrides() == {}  # absent flags leave the file's values alone
+    ctx = verifier_train.make_context("train", ["configs/verifier/tiny-cpu.yaml", "--kind", "regressive",
+                                                "--max-steps", "2"])
+    with ctx:
+        cfg = load_config(VerifierRunConfig, "configs/verifier/tiny-cpu.yaml", flag_overrides())
+    assert cfg.kind == "regressive" and cfg.training.max_steps == 2

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from swelego.config import fields_option
+from swelego.config import config_flag, fields_option, flag_overrides
 from verifier.train import VerifierRunConfig
 
 out = Console(width=None if sys.stdout.isatty() else 150)
@@ -93,15 +93,15 @@ def data_cmd(trajectories, out_dir, tokenizer, max_length, eval_fraction, balanc
 
 @verifier.command("train")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", "data_paths", multiple=True, type=click.Path(exists=True),
-              help="Trajectories (files or rollout folders) or a `verifier data` folder; replaces data.paths.")
-@click.option("--output-dir", default=None, help="Replaces output_dir.")
-@click.option("--max-steps", type=int, default=None, help="Replaces training.max_steps.")
-@click.option("--kind", type=click.Choice(["generative", "regressive"]), default=None, help="Replaces kind.")
+@config_flag(VerifierRunConfig, "data.paths", "--data", multiple=True, type=click.Path(exists=True), default=(),
+             help="Trajectories (files or rollout folders) or a `verifier data` folder; replaces data.paths.")
+@config_flag(VerifierRunConfig, "output_dir", "--output-dir")
+@config_flag(VerifierRunConfig, "training.max_steps", "--max-steps")
+@config_flag(VerifierRunConfig, "kind", "--kind", type=click.Choice(["generative", "regressive"]))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any other field, dotted (e.g. --set training.learning_rate=1e-5); VALUE is YAML.")
 @fields_option(VerifierRunConfig)
-def train_cmd(config, data_paths, output_dir, max_steps, kind, sets):
+def train_cmd(config, sets):
     """Train a verifier with the recipe in CONFIG (YAML; see `swelego verifier fields`).
 
     generative: TRL SFT on the judge prompts, loss on the judgement tokens only.
@@ -113,16 +113,7 @@ def train_cmd(config, data_paths, output_dir, max_steps, kind, sets):
     from swelego.config import parse_sets
     from verifier.train import VerifierRunConfig, train_verifier
 
-    overrides = parse_sets(sets)
-    if data_paths:
-        overrides["data.paths"] = list(data_paths)
-    if output_dir:
-        overrides["output_dir"] = output_dir
-    if max_steps is not None:
-        overrides["training.max_steps"] = max_steps
-    if kind:
-        overrides["kind"] = kind
-    cfg = load_config(VerifierRunConfig, config, overrides)
+    cfg = load_config(VerifierRunConfig, config, {**flag_overrides(), **parse_sets(sets)})
     result = train_verifier(cfg, log=lambda m: err.print(m, highlight=False))
     m = result.metrics
     ev = m.get("eval") or {}
