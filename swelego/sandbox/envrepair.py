@@ -128,6 +128,8 @@ def classify_failure(stage: str, message: str, log: str = "") -> str:
     text = f"{message}\n{log}"
     if "timed out" in text.lower() or stage == "timeout":
         return "timeout"
+    if stage == "tests" and re.search(r"bash: line \d+: +\d+ Killed|^Killed\b", text, re.M):
+        return "other"  # the suite was killed (out of memory in the sandbox): no spec change fixes that
     if _HEADER.search(text) or _NO_LIB.search(text) or _NO_CC.search(text) or _NO_CXX.search(text) \
             or "has no package" in text or "pkg-config" in text and "not found" in text:
         return "missing_system_library"
