@@ -44,7 +44,7 @@ from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.buildbox import BuildBox
 from swelego.sandbox.docker import commit_image
 from swelego.sandbox.envrepair import EnvFailure, env_problem, log_excerpt, repair_loop, repo_context
-from swelego.sandbox.envspec import EnvSpec, dependency_key, infer_env
+from swelego.sandbox.envspec import EnvOverrides, EnvSpec, dependency_key, infer_env
 from swelego.sandbox.images import (
     EnvImage,
     build_env_image,
@@ -96,6 +96,8 @@ class ValidateConfig:
                                          default=False)
     swebench_datasets: tuple[str, ...] = doc_field("swebench dataset files whose patches no candidate may match.",
                                                    default=())
+    env: dict = doc_field("Changes to every inferred environment (swelego.sandbox.envspec.EnvOverrides fields).",
+                          default_factory=dict)
 
     def llm(self):
         return client_from_options(self.llm_base_url, self.llm_model, self.llm_key_env)
@@ -477,6 +479,8 @@ def validate_source(item: tuple[str, list[dict]], cfg: ValidateConfig,
                     put(c, {"status": "missing_commit", "reason": str(e).splitlines()[0][:300]})
                     continue
                 spec = infer_env(prepared.testbed)
+                if cfg.env:
+                    spec = EnvOverrides.from_mapping(cfg.env).apply(spec)
                 try:
                     key = v.key(prepared, spec)
                 except SwelegoError as e:
