@@ -185,6 +185,7 @@ def _parse_tool_call_json(body: str, where: str) -> tuple[str | None, dict | Non
     return name.strip(), args, None
 
 
+# long: one scan over the text, in order; a quarter of it is the docstring stating the grammar.
 def parse_text_tool_calls(
     text: str,
     tool_names: Collection[str] | None = None,

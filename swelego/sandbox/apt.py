@@ -26,6 +26,7 @@ import docker.errors
 
 from swelego.errors import ImageBuildError, SwelegoError
 from swelego.records import write_text_atomic
+from swelego.sandbox.cache import cache_dir
 
 MIRROR = os.environ.get("SWELEGO_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -43,8 +44,6 @@ class MissingSystemPackage(SwelegoError):
 
 
 def _cache_root() -> Path:
-    from swelego.sandbox.images import cache_dir
-
     return cache_dir() / "apt"
 
 

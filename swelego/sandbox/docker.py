@@ -16,8 +16,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import docker.errors
@@ -26,14 +25,12 @@ from docker.types import Ulimit
 import docker
 from swelego.errors import DockerUnavailableError, SwelegoError
 from swelego.sandbox.base import ExecResult, ResetMode
+from swelego.sandbox.output import EXEC_MARKER, _CappedBuffer
 
 LABEL = "swelego.sandbox"
 OWNER_LABEL = "swelego.owner"
 # The install's build products inside /testbed, copied when the image was built; `reset` restores them.
 BUILD_PRODUCTS = "/opt/swelego/build-products.tar"
-# Every process a command starts inherits this variable, daemons included, so a timed-out
-# command's whole tree can be found in /proc and killed even if it left its process group.
-EXEC_MARKER = "SWELEGO_EXEC"
 _KILL_SCRIPT = (
     'for i in 1 2 3; do for d in /proc/[0-9]*; do '
     'if tr "\\0" "\\n" < "$d/environ" 2>/dev/null | grep -qx "' + EXEC_MARKER + '=$T"; then '
@@ -72,39 +69,6 @@ class SandboxLimits:
     nofile: int = 4096
     exec_timeout: float = 600.0  # seconds, used when a command names none
     max_output: int = 256 * 1024  # bytes kept per command: half head, half tail
-
-
-@dataclass
-class _CappedBuffer:
-    limit: int
-    head: bytearray = field(default_factory=bytearray)
-    tail: deque = field(default_factory=deque)
-    tail_len: int = 0
-    total: int = 0
-
-    def write(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        half = self.limit // 2
-        if len(self.head) < half:
-            take = half - len(self.head)
-            self.head += chunk[:take]
-            chunk = chunk[take:]
-        if chunk:
-            self.tail.append(chunk)
-            self.tail_len += len(chunk)
-            while self.tail_len - len(self.tail[0]) >= half:
-                self.tail_len -= len(self.tail.popleft())
-
-    def render(self) -> tuple[str, int]:
-        tail = b"".join(self.tail)
-        half = self.limit // 2
-        if len(tail) > half:
-            tail = tail[-half:]
-        dropped = self.total - len(self.head) - len(tail)
-        if dropped <= 0:
-            return (bytes(self.head) + tail).decode("utf-8", errors="replace"), 0
-        mid = f"\n[... {dropped} bytes of output truncated ...]\n".encode()
-        return (bytes(self.head) + mid + tail).decode("utf-8", errors="replace"), dropped
 
 
 # Containers this process started and has not removed yet; emptied on exit and on SIGTERM.

@@ -36,6 +36,7 @@ from swelego.errors import ImageBuildError, SourceError, SwelegoError
 from swelego.records import write_json_atomic
 from swelego.sandbox import index
 from swelego.sandbox.buildbox import NO_MATCH, BuildBox, MissingRequirement
+from swelego.sandbox.cache import cache_dir  # noqa: F401  (public here too: callers import it from images)
 from swelego.sandbox.docker import docker_client
 from swelego.sandbox.envspec import (  # noqa: F401 - BASE_DISTS and the defaults are imported from here too
     BASE_DISTS,
@@ -59,12 +60,6 @@ GRADING_REQUIREMENTS = ("pytest", "pytest-xdist")
 ENV_LABEL = "swelego.env"
 _REQ_FILE_GLOBS = TEST_REQ_FILES
 EDITABLE_REQUIRES = {"hatchling": ("editables",), "mesonpy": ("ninja", "meson"), "pdm": ("editables",)}
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("SWELEGO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "swelego")
-    return Path(root)
 
 
 # -- base images -------------------------------------------------------------------------

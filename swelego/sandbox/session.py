@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 
 from swelego.errors import SwelegoError
-from swelego.sandbox.docker import EXEC_MARKER, _CappedBuffer
+from swelego.sandbox.output import EXEC_MARKER, _CappedBuffer
 
 _CHUNK = 512  # raw command bytes per pty line; escaped, at most 4 * 512 + 3 < 4095
 _KEY = re.compile(r"^C-([a-zA-Z@\[\\\]^_])$")
