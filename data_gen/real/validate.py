@@ -433,6 +433,62 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:80] or "repo"
 
 
+def _group_by_environment(todo: list[Candidate], repo_dir: Path, work: Path, name: str, v: _RepoValidator,
+                          cfg: ValidateConfig, put: Callable[[Candidate, dict], None]) -> dict[str, _Group]:
+    """Each candidate's tree at its base commit, grouped by the environment it needs."""
+    groups: dict[str, _Group] = {}
+    for c in todo:
+        if subprocess.run(["git", "-C", str(repo_dir), "cat-file", "-e", f"{c.base_commit}^{{commit}}"],
+                          capture_output=True).returncode != 0:
+            subprocess.run(["git", "-C", str(repo_dir), "fetch", "-q", "origin", c.base_commit],
+                           capture_output=True)
+        try:
+            prepared = task_testbed(repo_dir, c.base_commit, work / c.instance_id, name)
+        except SwelegoError as e:
+            put(c, {"status": "missing_commit", "reason": str(e).splitlines()[0][:300]})
+            continue
+        spec = infer_env(prepared.testbed)
+        if cfg.env:
+            spec = EnvOverrides.from_mapping(cfg.env).apply(spec)
+        try:
+            key = v.key(prepared, spec)
+        except SwelegoError as e:
+            put(c, {"status": "env_failed", "reason": str(e).splitlines()[0][:300]})
+            continue
+        groups.setdefault(key, _Group(key, spec, [])).tasks.append(_Task(c, prepared, spec, key))
+    return groups
+
+
+def _validate_group(group: _Group, v: _RepoValidator, cfg: ValidateConfig, repo: str, envs: ResultStore,
+                    work: Path, put: Callable[[Candidate, dict], None]) -> None:
+    """One environment (built or repaired once) for the group, then its candidates in parallel."""
+    group.tasks.sort(key=lambda t: t.candidate.created_at)
+    rep = group.tasks[0]
+    env, spec, attempts = repair_loop(group.spec, lambda s: v.ensure_env(rep.prepared, s),
+                                      llm=v.llm, max_attempts=cfg.repair_attempts,
+                                      context=repo_context(rep.prepared.testbed), tree=rep.prepared.testbed)
+    env_rec = {"level": "group", "repo": repo, "ok": env is not None, "image": env.image if env else "",
+               "inferred": group.spec.to_json(), "spec": spec.to_json(), "tasks": len(group.tasks),
+               "attempts": [a.to_json() for a in attempts], "built_at": rep.candidate.instance_id}
+    envs.put(group.key, env_rec)
+    if env is None:
+        for t in group.tasks:
+            put(t.candidate, {"status": "env_failed", "reason": failure_reason(attempts), "env_key": group.key})
+        return
+    group.env, group.spec = env, spec
+
+    def one(t: _Task) -> None:
+        try:
+            rec = v.run_task(t, group)
+        except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the rest
+            rec = {"status": "error", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+        put(t.candidate, {"env_key": group.key, **rec})
+        shutil.rmtree(work / t.candidate.instance_id, ignore_errors=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as ex:
+        list(ex.map(one, group.tasks))
+
+
 def validate_source(item: tuple[str, list[dict]], cfg: ValidateConfig,
                     progress: Callable[[str, int], None] | None = None) -> RepoReport:
     """Validate the candidates of one source repository (run_tasks calls this per source)."""
@@ -466,54 +522,9 @@ def validate_source(item: tuple[str, list[dict]], cfg: ValidateConfig,
         v = _RepoValidator(source, cfg, envs)
         work = Path(tempfile.mkdtemp(prefix="swelego-real-"))
         try:
-            groups: dict[str, _Group] = {}
             name = _slug(report.repo.rsplit("/", 1)[-1]).lower()
-            for c in todo:
-                if subprocess.run(["git", "-C", str(repo_dir), "cat-file", "-e", f"{c.base_commit}^{{commit}}"],
-                                  capture_output=True).returncode != 0:
-                    subprocess.run(["git", "-C", str(repo_dir), "fetch", "-q", "origin", c.base_commit],
-                                   capture_output=True)
-                try:
-                    prepared = task_testbed(repo_dir, c.base_commit, work / c.instance_id, name)
-                except SwelegoError as e:
-                    put(c, {"status": "missing_commit", "reason": str(e).splitlines()[0][:300]})
-                    continue
-                spec = infer_env(prepared.testbed)
-                if cfg.env:
-                    spec = EnvOverrides.from_mapping(cfg.env).apply(spec)
-                try:
-                    key = v.key(prepared, spec)
-                except SwelegoError as e:
-                    put(c, {"status": "env_failed", "reason": str(e).splitlines()[0][:300]})
-                    continue
-                groups.setdefault(key, _Group(key, spec, [])).tasks.append(_Task(c, prepared, spec, key))
-            for group in groups.values():
-                group.tasks.sort(key=lambda t: t.candidate.created_at)
-                rep = group.tasks[0]
-                env, spec, attempts = repair_loop(group.spec, lambda s, rep=rep: v.ensure_env(rep.prepared, s),
-                                                  llm=v.llm, max_attempts=cfg.repair_attempts,
-                                                  context=repo_context(rep.prepared.testbed), tree=rep.prepared.testbed)
-                env_rec = {"level": "group", "repo": report.repo, "ok": env is not None, "image": env.image if env else "",
-                           "inferred": group.spec.to_json(), "spec": spec.to_json(), "tasks": len(group.tasks),
-                           "attempts": [a.to_json() for a in attempts], "built_at": rep.candidate.instance_id}
-                envs.put(group.key, env_rec)
-                if env is None:
-                    for t in group.tasks:
-                        put(t.candidate, {"status": "env_failed", "reason": failure_reason(attempts),
-                                          "env_key": group.key})
-                    continue
-                group.env, group.spec = env, spec
-
-                def one(t: _Task, group=group) -> None:
-                    try:
-                        rec = v.run_task(t, group)
-                    except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the rest
-                        rec = {"status": "error", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
-                    put(t.candidate, {"env_key": group.key, **rec})
-                    shutil.rmtree(work / t.candidate.instance_id, ignore_errors=True)
-
-                with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as ex:
-                    list(ex.map(one, group.tasks))
+            for group in _group_by_environment(todo, repo_dir, work, name, v, cfg, put).values():
+                _validate_group(group, v, cfg, report.repo, envs, work, put)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     finally:
