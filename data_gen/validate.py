@@ -445,8 +445,9 @@ def broken_tests(baseline_passing: list[str] | set[str], run: TestRun, among: se
     return sorted(t for t in pool if run.status.get(t) not in PASSED_STATES)
 
 
-# pytest-timeout's thread method prints this banner, dumps the stacks and ends the process.
-_PER_TEST_TIMEOUT = re.compile(r"^\++ Timeout \++\s*$", re.M)
+# pytest-timeout's thread method prints this banner, dumps the stacks and ends the process;
+# faulthandler's watchdog (WATCHDOG_PLUGIN) prints the second line.
+_PER_TEST_TIMEOUT = re.compile(r"^(?:\++ Timeout \++|Timeout \(\d+:\d\d:\d\d(?:\.\d+)?\)!)\s*$", re.M)
 
 
 def hit_test_budget(run: TestRun) -> bool:
@@ -469,39 +470,30 @@ def per_test_budget(cov: CoverageMap | None, tests, cfg: ValidateConfig) -> floa
 # pytest-timeout's banner (hit_test_budget sees it).
 WATCHDOG_DIR = "/tmp/swelego-watchdog"
 WATCHDOG_PLUGIN = r'''
+import faulthandler
 import json
 import os
-import threading
 
 import pytest
 
-# pytest captures the standard streams while it collects: the banner goes to a copy of the
-# real stderr taken now, when `-p` imports this plugin, before capturing starts.
+# faulthandler's watchdog is a C thread that needs no GIL: it ends the process even when the
+# code under test loops inside C with the GIL held (pytest-timeout's timer thread cannot run
+# then). Its report goes to a copy of the real stderr taken now, before pytest captures it.
 _ERR = os.dup(2)
 _BUDGET = float(os.environ.get("SWELEGO_COLLECT_BUDGET") or 0)
-
-
-def _fire():
-    os.write(_ERR, ("\n" + "+" * 30 + " Timeout " + "+" * 30 + "\nstart-up and collection ran past %gs\n"
-                    % _BUDGET).encode())
-    os._exit(1)
-
-
+_BUDGETS = {}
+_path = os.environ.get("SWELEGO_TEST_BUDGETS")
+if _path and os.path.exists(_path):
+    with open(_path) as f:
+        _BUDGETS = json.load(f)
 # From here (conftest files are imported before collection starts) to the end of collection.
-_TIMER = threading.Timer(_BUDGET, _fire) if _BUDGET > 0 else None
-if _TIMER is not None:
-    _TIMER.daemon = True
-    _TIMER.start()
+if _BUDGET > 0:
+    faulthandler.dump_traceback_later(_BUDGET, exit=True, file=_ERR)
 
 
 def pytest_collection_modifyitems(session, config, items):
-    path = os.environ.get("SWELEGO_TEST_BUDGETS")
-    if not path or not os.path.exists(path):
-        return
-    with open(path) as f:
-        budgets = json.load(f)
     for item in items:
-        seconds = budgets.get(item.nodeid)
+        seconds = _BUDGETS.get(item.nodeid)
         if seconds and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(seconds, method="thread"))
 
@@ -511,8 +503,19 @@ def pytest_collection(session):
     try:
         yield
     finally:
-        if _TIMER is not None:
-            _TIMER.cancel()
+        faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    seconds = _BUDGETS.get(item.nodeid)
+    if seconds:  # pytest-timeout fires first; this one only when the GIL is never released
+        faulthandler.dump_traceback_later(seconds + 2, exit=True, file=_ERR)
+    try:
+        yield
+    finally:
+        if seconds:
+            faulthandler.cancel_dump_traceback_later()
 '''
 
 
