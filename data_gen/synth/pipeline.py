@@ -126,6 +126,40 @@ def _read_sources(sb: DockerSandbox) -> dict[str, str]:
     return files
 
 
+def _baseline_and_coverage(sb: DockerSandbox, env, cfg: SynthConfig, out: Path) -> tuple[Baseline, CoverageMap | None]:
+    """The clean suite's stable baseline and coverage map, per image: cached, so a resumed run
+    does not redo them."""
+    cache = out / "cache" / f"{env.spec_hash[:16]}.json"
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        cov = CoverageMap.from_json(cached["coverage"]) if cached.get("coverage") is not None else None
+        return Baseline.from_json(cached["baseline"]), cov
+    baseline = stable_baseline(sb, env.test_cmd, log_parser=env.log_parser, runs=cfg.validate.baseline_runs,
+                               timeout=cfg.validate.test_timeout)
+    cov = coverage_map(sb, env.test_cmd, timeout=cfg.validate.test_timeout) if cfg.validate.test_selection else None
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"baseline": baseline.to_json(), "coverage": cov.to_json() if cov is not None else None}))
+    return baseline, cov
+
+
+def _candidates(store: ResultStore, repo: str, files: dict[str, str], cfg: SynthConfig, llm, wanted: set[str],
+                covered) -> list[Candidate]:
+    """The procedural and LLM candidates of one repository, in a reproducible order."""
+    cands: list[Candidate] = []
+    if "procedural" in wanted:
+        cands += procedural_candidates(repo, files, seed=cfg.seed, limit=cfg.max_candidates,
+                                       modifiers=list(cfg.modifiers) or None, keep=covered)
+    if llm is not None:
+        from data_gen.synth.llm import STRATEGIES as LLM_STRATEGIES
+
+        for name in ("llm_rewrite", "llm_modify"):
+            if name in wanted:
+                cands += _llm_candidates(store, repo, files, name, LLM_STRATEGIES[name], llm, cfg, covered)
+    return cands
+
+
+# long: the per-repository run; its closures share the warm sandboxes, the candidate store and the
+# audit, and splitting them apart would only pass those around.
 def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int, int], None] | None = None) -> RepoReport:
     """Generate and validate synthetic tasks for one repository source."""
     t0 = time.monotonic()
@@ -149,20 +183,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
             sb.start()
             pool.put(sb)
         first = sandboxes[0]
-        # Baseline and coverage are per image: cached, so a resumed run does not redo them.
-        cache = out / "cache" / f"{env.spec_hash[:16]}.json"
-        if cache.exists():
-            cached = json.loads(cache.read_text())
-            baseline = Baseline.from_json(cached["baseline"])
-            cov = CoverageMap.from_json(cached["coverage"]) if cached.get("coverage") is not None else None
-        else:
-            baseline = stable_baseline(first, env.test_cmd, log_parser=env.log_parser, runs=cfg.validate.baseline_runs,
-                                       timeout=cfg.validate.test_timeout)
-            cov = (coverage_map(first, env.test_cmd, timeout=cfg.validate.test_timeout)
-                   if cfg.validate.test_selection else None)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps({"baseline": baseline.to_json(),
-                                         "coverage": cov.to_json() if cov is not None else None}))
+        baseline, cov = _baseline_and_coverage(first, env, cfg, out)
         audit = InferenceAudit(cfg.validate)
         if audit.enabled and (cov is None or not cov.probed):
             audit.enabled = False
@@ -174,16 +195,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
         # a bug no test runs can never be validated.
         covered = (lambda path, e: bool(cov.tests_for(path, e.start_line, e.end_line))) if cov else None
 
-        cands: list[Candidate] = []
-        if "procedural" in wanted:
-            cands += procedural_candidates(env.repo, files, seed=cfg.seed, limit=cfg.max_candidates,
-                                           modifiers=list(cfg.modifiers) or None, keep=covered)
-        if llm is not None:
-            from data_gen.synth.llm import STRATEGIES as LLM_STRATEGIES
-
-            for name in ("llm_rewrite", "llm_modify"):
-                if name in wanted:
-                    cands += _llm_candidates(store, env.repo, files, name, LLM_STRATEGIES[name], llm, cfg, covered)
+        cands = _candidates(store, env.repo, files, cfg, llm, wanted, covered)
 
         done = [0]
         total = [len(cands)]
