@@ -25,9 +25,24 @@ P2P_MODES = ("infer", "full")
 
 
 @dataclass
-class ValidateConfig:
+class SuiteRunConfig:
+    """What synthetic and real validation share: how long a suite may run, how many clean runs
+    decide flakiness, and whether swebench has the final word on every row."""
+
+    test_timeout: float = doc_field("Seconds for one test-suite run at most; a hanging candidate is a `timeout`.",
+                                    default=600.0)
+    baseline_runs: int = doc_field("Clean-suite runs; a test whose status changes between them is flaky.",
+                                   default=3)
+    verify: bool = doc_field(
+        "Before a row is kept, swebench grades it in its own image: the gold patch must resolve it and the "
+        "empty patch must not (synthetic rows: also every FAIL_TO_PASS test fails and every PASS_TO_PASS "
+        "test passes without the fix).", default=True)
+
+
+@dataclass
+class ValidateConfig(SuiteRunConfig):
     """How candidate bugs are validated: which tests run, how PASS_TO_PASS is obtained, how the
-    inference is audited and how fast a hang is cut off."""
+    inference is audited and how fast a hang is cut off (plus SuiteRunConfig's fields)."""
 
     test_selection: bool = doc_field(
         "Run only the tests covering a candidate's change first (coverage map of the clean suite); "
@@ -46,17 +61,9 @@ class ValidateConfig:
         default=10.0)
     per_test_constant: float = doc_field("... plus these seconds (pytest-timeout; the sandbox timeout backs it).",
                                          default=10.0)
-    test_timeout: float = doc_field("Seconds for one test-suite run at most; a hanging candidate is a `timeout`.",
-                                    default=600.0)
-    baseline_runs: int = doc_field("Clean-suite runs; a test whose status changes between them is flaky.",
-                                   default=3)
     batch_size: int = doc_field(
         "Inferable candidates whose covering tests are disjoint share one test run, up to this many "
         "(1: one run per candidate).", default=8)
-    verify: bool = doc_field(
-        "Before a row is kept, swebench grades it in its own image: the gold patch resolves it, the empty "
-        "patch does not, every FAIL_TO_PASS test fails and every PASS_TO_PASS test passes without the fix.",
-        default=True)
 
     def __post_init__(self) -> None:
         if self.p2p not in P2P_MODES:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
+
+from swelego.config import doc_field
+
+
+@dataclass
+class ExecutorOptions:
+    """Where a command's independent work items run; part of the config of every command that
+    fans out (synthetic repositories, real repositories, rollout episodes)."""
+
+    executor: str = doc_field("`local` threads, or `ray` tasks on a cluster (the data build sets its own).",
+                              default="local")
+    ray_address: str | None = doc_field("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
 
 
 def run_tasks(fn: Callable[..., Any], items: list[Any], *, executor: str = "local",

@@ -9,6 +9,7 @@ from typing import Any
 
 import openai
 
+from swelego.config import doc_field
 from swelego.errors import SwelegoError
 
 
@@ -34,6 +35,22 @@ class LLMConfig:
     timeout: float = 120.0
     max_retries: int = 4
     seed: int | None = None
+
+
+@dataclass
+class EndpointOptions:
+    """The chat endpoint of a data step that can use an LLM (bug strategies, problem statements
+    written from a diff, environment repairs); part of the configs of those steps."""
+
+    llm_base_url: str | None = doc_field(
+        "OpenAI-compatible endpoint for the LLM steps (bug strategies, problem statements, environment repairs); "
+        "null = they are skipped or templated (the data build: llm.base_url).", default=None)
+    llm_model: str | None = doc_field("Model name at llm_base_url (the data build: llm.model).", default=None)
+    llm_key_env: str = doc_field("Environment variable with llm_base_url's key (the data build: llm.api_key_env).",
+                                 default="OPENAI_API_KEY")
+
+    def llm(self):
+        return client_from_options(self.llm_base_url, self.llm_model, self.llm_key_env)
 
 
 class LLMClient:

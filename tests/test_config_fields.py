@@ -185,6 +185,9 @@ def _classes(cls: type, seen: dict) -> None:
     if cls in seen:
         return
     seen[cls] = None
+    for base in cls.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            _classes(base, seen)
     for tp in typing.get_type_hints(cls).values():
         for t in (tp, *typing.get_args(tp)):
             if dataclasses.is_dataclass(t):
@@ -204,9 +207,9 @@ def test_no_field_is_defined_twice():
         if cls is SyntheticConfig:
             continue  # inherits SynthConfig's fields
         for f in dataclasses.fields(cls):
-            if f.name in {g.name for g in dataclasses.fields(cls.__mro__[1])} if dataclasses.is_dataclass(
-                    cls.__mro__[1]) else False:
-                continue
+            if any(f.name in {g.name for g in dataclasses.fields(b)} for b in cls.__mro__[1:]
+                   if dataclasses.is_dataclass(b)):
+                continue  # inherited: counted once, at the base that defines it
             if (cls, f.name) in passed_down or (cls is BuildConfig and f.name in ("namespace", "base", "executor",
                                                                                    "ray_address")):
                 continue

@@ -35,11 +35,12 @@ from data_gen.real.decontam import Decontaminator
 from data_gen.real.filters import Candidate, load_candidates
 from data_gen.real.mine_git import local_repository
 from data_gen.sanitize import instance_image_name
-from data_gen.validate import broken_tests, run_selected, stable_baseline, validate_patch
+from data_gen.validate import SuiteRunConfig, broken_tests, run_selected, stable_baseline, validate_patch
 from swelego.config import doc_field
 from swelego.errors import SwelegoError
+from swelego.executor import ExecutorOptions
 from swelego.harness import apply_patch, make_eval_script, run_eval, run_tests
-from swelego.llm import client_from_options
+from swelego.llm import EndpointOptions
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.buildbox import BuildBox
 from swelego.sandbox.docker import commit_image
@@ -66,41 +67,25 @@ _GIT_ID = "-c user.name=swelego -c user.email=swelego@localhost"
 
 
 @dataclass
-class ValidateConfig:
+class ValidateConfig(SuiteRunConfig, EndpointOptions, ExecutorOptions):
     """How mined candidates are validated (`swelego data validate`; the data build's
     `real.validate` part, whose out, namespace, llm_*, executor and decontamination come from the
-    build's own keys)."""
+    build's own keys); test_timeout, baseline_runs and verify are SuiteRunConfig's."""
 
     out: str = doc_field("Output directory: dataset/, tasks.jsonl, records/, envs/, summary.json.", default="")
     namespace: str = doc_field("Prefix of the environment and task image names.", default="swelego")
     workers: int = doc_field("Candidates of one environment validated in parallel (one sandbox each).", default=1)
-    test_timeout: float = doc_field("Seconds for one run of a real repository's test suite.", default=600.0)
-    baseline_runs: int = doc_field("Runs of the suite on the fixed tree; a test whose status changes is flaky.",
-                                   default=3)
     confirm_runs: int = doc_field("Extra runs of FAIL_TO_PASS on the unfixed tree; a test that passes once is "
                                   "flaky.", default=2)
     repair_attempts: int = doc_field("Environment attempts per failure (1 = no repair); needs an LLM to go beyond "
                                      "specs that already repaired another task of the repository.", default=3)
-    verify: bool = doc_field("Grade each row with swebench's grading (gold must resolve it, an empty patch must "
-                             "not).", default=True)
     max_tasks: int | None = doc_field("Stop after this many candidates (in file order); null for all.", default=None)
-    llm_base_url: str | None = doc_field("OpenAI-compatible endpoint for repairs and for the problem statements of "
-                                         "candidates mined from git history that have no clean issue text.",
-                                         default=None)
-    llm_model: str | None = doc_field("Model name at llm_base_url.", default=None)
-    llm_key_env: str = doc_field("Environment variable with llm_base_url's key.", default="OPENAI_API_KEY")
-    executor: str = doc_field("Validate repositories as `local` threads or `ray` tasks.", default="local")
-    ray_address: str | None = doc_field("Ray cluster to join for executor ray; null = start a local one.",
-                                        default=None)
     allow_contaminated: bool = doc_field("Keep candidates that overlap SWE-bench (see decontam.Decontaminator).",
                                          default=False)
     swebench_datasets: tuple[str, ...] = doc_field("swebench dataset files whose patches no candidate may match.",
                                                    default=())
     env: dict = doc_field("Changes to every inferred environment (swelego.sandbox.envspec.EnvOverrides fields).",
                           default_factory=dict)
-
-    def llm(self):
-        return client_from_options(self.llm_base_url, self.llm_model, self.llm_key_env)
 
 
 def suite_limits(timeout: float) -> SandboxLimits:

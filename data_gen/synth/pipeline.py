@@ -49,8 +49,9 @@ from data_gen.validate import (
 )
 from swelego.config import doc_field
 from swelego.errors import SwelegoError
+from swelego.executor import ExecutorOptions
 from swelego.harness import apply_patch, make_eval_script, run_eval
-from swelego.llm import client_from_options
+from swelego.llm import EndpointOptions
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.envspec import EnvOverrides
 from swelego.sandbox.images import build_env_image
@@ -65,7 +66,7 @@ ENV_EXTRA_DEPS = ("pytest-cov", "pytest-timeout")
 
 
 @dataclass
-class SynthConfig:
+class SynthConfig(EndpointOptions, ExecutorOptions):
     """How synthetic tasks are made (`swelego data synth`; the data build's `synthetic` part):
     bugs injected into real repositories, validated against their own tests."""
 
@@ -85,21 +86,8 @@ class SynthConfig:
     env: EnvOverrides = doc_field("Changes to the inferred environment (swelego.sandbox.envspec.EnvOverrides: python, "
                                   "extras, extra_deps, system_packages, setup, test_cmd, ...).",
                                   default_factory=EnvOverrides)
-    llm_base_url: str | None = doc_field("OpenAI-compatible endpoint for the LLM strategies and problem statements; "
-                                         "without it they are skipped / templated (the data build: llm.base_url).",
-                                         default=None)
-    llm_model: str | None = doc_field("Model name at llm_base_url (the data build: llm.model).", default=None)
-    llm_key_env: str = doc_field("Environment variable with the LLM endpoint's key (the data build: "
-                                 "llm.api_key_env).", default="OPENAI_API_KEY")
-    executor: str = doc_field("Run repositories as `local` threads or `ray` tasks (the data build sets its own).",
-                              default="local")
-    ray_address: str | None = doc_field("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
     modifiers: tuple[str, ...] = doc_field("Restrict the procedural modifiers to these names (empty: all).",
                                            default=())
-
-    def llm(self):
-        return client_from_options(self.llm_base_url, self.llm_model, self.llm_key_env)
-
 
 @dataclass
 class RepoReport:

@@ -28,6 +28,7 @@ from swelego.agent import OraclePolicy, run_episode
 from swelego.agent.openai_policy import SamplingParams
 from swelego.agent.tools import ToolBox
 from swelego.config import doc_field
+from swelego.executor import ExecutorOptions
 from swelego.records import append_jsonl, read_jsonl
 from swelego.schema import TaskInstance
 from swelego.store import ResultStore
@@ -37,7 +38,7 @@ TOOL_FORMATS = ("native", "openhands")
 
 
 @dataclass
-class RolloutConfig:
+class RolloutConfig(ExecutorOptions):
     """How to roll out a dataset: the policy, its sampling, the episode and the sandbox, and where
     the trajectories go. The one definition of these options: `data rollout`, `tts run` (its
     `rollout` part) and the data build (its `teacher` part) all read this class.
@@ -85,9 +86,6 @@ class RolloutConfig:
     cpus: float = doc_field("CPU limit of each episode's sandbox.", default=1.0)
     pids: int = doc_field("Process limit of each episode's sandbox.", default=512)
     workers: int = doc_field("Episodes running at once on this machine (local executor).", default=1)
-    executor: str = doc_field("`local` threads, or `ray` tasks on a cluster (the data build sets its own).",
-                              default="local")
-    ray_address: str | None = doc_field("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
 
     def validate(self) -> None:
         from swelego.errors import SwelegoError
