@@ -14,7 +14,9 @@ from rich.table import Table
 
 from data_gen.synth.pipeline import SynthConfig
 from swelego.agent.rollout import RolloutConfig, rollout_options
-from swelego.config import command_config, config_flag, config_options
+from swelego.config import command_config, config_flag, config_flags, config_options
+from swelego.executor import EXECUTOR_FLAGS
+from swelego.llm import ENDPOINT_FLAGS
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -34,8 +36,7 @@ S = SynthConfig  # the config of `data synth`; its flags below set its fields
 @config_flag(S, "strategies", "--strategies", type=str)
 @config_flag(S, "max_candidates", "--max-candidates")
 @config_flag(S, "workers", "--workers")
-@config_flag(S, "executor", "--executor", type=click.Choice(["local", "ray"]))
-@config_flag(S, "ray_address", "--ray-address")
+@config_flags(S, EXECUTOR_FLAGS)
 @config_flag(S, "seed", "--seed")
 @config_flag(S, "modifiers", "--modifiers", type=str)
 @config_flag(S, "validate.test_selection", "--test-selection/--no-test-selection")
@@ -44,9 +45,7 @@ S = SynthConfig  # the config of `data synth`; its flags below set its fields
 @config_flag(S, "validate.audit_fraction", "--audit-fraction", type=click.FloatRange(0.1, 1.0))
 @config_flag(S, "base", "--base")
 @config_flag(S, "namespace", "--namespace")
-@config_flag(S, "llm_base_url", "--llm-base-url")
-@config_flag(S, "llm_model", "--llm-model")
-@config_flag(S, "llm_key_env", "--llm-key-env")
+@config_flags(S, ENDPOINT_FLAGS)
 @config_options(S)
 def synth(sources, out_dir):
     """Generate synthetic tasks from SOURCE repositories and validate them.

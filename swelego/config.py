@@ -337,6 +337,19 @@ def config_flag(cls: type, dotted: str, *decls: str, **kw: Any):
     return click.option(*decls, callback=store, expose_value=False, **kw)
 
 
+
+def config_flags(cls: type, flags: list[tuple[str, str, dict]], prefix: str = ""):
+    """Several `config_flag`s at once, in the order given: (field, flag, click keywords) each,
+    the fields under `prefix` of `cls`."""
+
+    def deco(fn):
+        for name, flag, kw in reversed(flags):
+            fn = config_flag(cls, prefix + name, flag, **kw)(fn)
+        return fn
+
+    return deco
+
+
 def field_of_owner(cls: type, dotted: str) -> type:
     """The dataclass that declares the field at `dotted`."""
     tp: Any = cls

@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
+import click
+
 from swelego.config import doc_field
 
 
@@ -18,6 +20,11 @@ class ExecutorOptions:
     executor: str = doc_field("`local` threads, or `ray` tasks on a cluster (the data build sets its own).",
                               default="local")
     ray_address: str | None = doc_field("Ray cluster to join (e.g. auto); null = start a local one.", default=None)
+
+
+# The command-line flags of ExecutorOptions' fields (swelego.config.config_flags).
+EXECUTOR_FLAGS = [("executor", "--executor", {"type": click.Choice(["local", "ray"])}),
+                  ("ray_address", "--ray-address", {})]
 
 
 def run_tasks(fn: Callable[..., Any], items: list[Any], *, executor: str = "local",

@@ -53,6 +53,11 @@ class EndpointOptions:
         return client_from_options(self.llm_base_url, self.llm_model, self.llm_key_env)
 
 
+# The command-line flags of EndpointOptions' fields (swelego.config.config_flags).
+ENDPOINT_FLAGS = [("llm_base_url", "--llm-base-url", {}), ("llm_model", "--llm-model", {}),
+                  ("llm_key_env", "--llm-key-env", {})]
+
+
 class LLMClient:
     """Chat completions with one-line errors and running call/token counters."""
 

@@ -13,7 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from data_gen.real.validate import ValidateConfig
-from swelego.config import command_config, config_flag, config_options
+from swelego.config import command_config, config_flag, config_flags, config_options
+from swelego.executor import EXECUTOR_FLAGS
+from swelego.llm import ENDPOINT_FLAGS
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -167,11 +169,8 @@ V = ValidateConfig  # the config of `data validate`; its flags below set its fie
 @config_flag(V, "repair_attempts", "--repair-attempts")
 @config_flag(V, "verify", "--verify/--no-verify")
 @config_flag(V, "max_tasks", "--max-tasks")
-@config_flag(V, "executor", "--executor", type=click.Choice(["local", "ray"]))
-@config_flag(V, "ray_address", "--ray-address")
-@config_flag(V, "llm_base_url", "--llm-base-url")
-@config_flag(V, "llm_model", "--llm-model")
-@config_flag(V, "llm_key_env", "--llm-key-env")
+@config_flags(V, EXECUTOR_FLAGS)
+@config_flags(V, ENDPOINT_FLAGS)
 @config_flag(V, "allow_contaminated", "--allow-contaminated", is_flag=True, default=None)
 @config_flag(V, "swebench_datasets", "--swebench-dataset", multiple=True, type=click.Path(exists=True),
              default=())

@@ -143,7 +143,8 @@ def rollout_options(cls: type, prefix: str = "", samples_flag: str = "--samples"
     (`data rollout`: "", `tts run`: "rollout."): one definition, each flag's help the field's."""
     import click
 
-    from swelego.config import config_flag
+    from swelego.config import config_flags
+    from swelego.executor import EXECUTOR_FLAGS
 
     flags = [
         ("policy", "--policy", {"type": click.Choice(POLICIES)}),
@@ -163,17 +164,10 @@ def rollout_options(cls: type, prefix: str = "", samples_flag: str = "--samples"
         ("noise", "--noise", {}),
         ("seed", "--seed", {}),
         ("workers", "--workers", {}),
-        ("executor", "--executor", {"type": click.Choice(["local", "ray"])}),
-        ("ray_address", "--ray-address", {}),
+        *EXECUTOR_FLAGS,
         ("grade", "--grade/--no-grade", {}),
     ]
-
-    def deco(fn):
-        for name, flag, kw in reversed(flags):
-            fn = config_flag(cls, prefix + name, flag, **kw)(fn)
-        return fn
-
-    return deco
+    return config_flags(cls, flags, prefix)
 
 
 def current_trajectories(records: list[dict], instance_ids: set[str], samples: int) -> list[dict]:
