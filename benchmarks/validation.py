@@ -3,9 +3,11 @@ validated three ways in one run.
 
   (a) new default      warm containers reset with git; the tests covering a candidate (coverage
                        map with per-test contexts, fixture and process closure) run with per-test
-                       budgets (pytest-timeout); PASS_TO_PASS of a function-body change is inferred
-                       from the map, a sample of inferred valid candidates is audited by a full-suite
-                       run, other changes get the full suite (data_gen.validate, ValidateConfig())
+                       budgets; PASS_TO_PASS of a function-body change is inferred from the map and
+                       its runs are served by the warm runner (one collected pytest session per
+                       container, a hot-patched fork per candidate); a sample of inferred valid
+                       candidates is audited by a full-suite run, other changes get the full suite
+                       in a fresh process (data_gen.validate, ValidateConfig())
   (b) warm + selection today's previous default: covering tests first, a confirmation full-suite run
                        for every candidate that breaks one (`--p2p full`, no per-test budgets)
   (c) fresh + full     a new container per candidate (start -> validate -> close) and the full
@@ -13,7 +15,8 @@ validated three ways in one run.
 
 Per repository it reports candidates/min, valid tasks/min, the ratio (a)/(c), agreement of (a)'s
 and (b)'s valid set and FAIL_TO_PASS / PASS_TO_PASS lists with (c)'s (exact match), container-seconds
-per valid task, how (a) settled its candidates, (a)'s scaling over workers, and the cost of the
+per valid task, how (a) settled its candidates, where (a)'s time goes against (c)'s on the same
+candidates, (a)'s scaling over workers, and the cost of the
 official-grading verify step that the pipeline runs on every kept row (swebench grades gold and
 empty patch in the row's own image). The one-off setup (baseline, coverage map) is timed
 separately. Issue target: (a) >= 10x (c) on valid tasks/min with the same valid set and >= 99% exact
@@ -50,6 +53,7 @@ from data_gen.validate import (
     stable_baseline,
     validate_patch,
     validate_unit,
+    warm_runner,
 )
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
 from swelego.sandbox.images import build_env_image
@@ -86,6 +90,8 @@ class Result:
     validation: str = ""  # (a): inferred | audited | full
     agreed: bool | None = None  # (a), audited: the full run confirmed the inference
     container_s: float = 0.0  # (c): this candidate's container lifetime
+    warm: bool = False  # (a): served by the warm runner
+    wall_s: float = 0.0  # this candidate's wall time in its worker (fresh: its container lifetime)
 
 
 @dataclass
@@ -96,6 +102,7 @@ class ModeRun:
     results: dict[str, Result] = field(default_factory=dict)
     audit: dict = field(default_factory=dict)
     units: int = 0  # (a): test-run units after batching
+    warm: list = field(default_factory=list)  # (a): the workers' warm runners
 
     @property
     def n(self) -> int:
@@ -123,7 +130,7 @@ def covering(c: Candidate, cov: CoverageMap, closure: bool) -> set[str]:
 
 def _result(c: Candidate, o) -> Result:
     return Result(c.id, o.status, frozenset(o.fail_to_pass), frozenset(o.pass_to_pass), o.tests_run, o.seconds,
-                  validation=o.validation, agreed=o.agreed)
+                  validation=o.validation, agreed=o.agreed, warm=o.warm)
 
 
 def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: CoverageMap, files: dict[str, str], env,
@@ -169,7 +176,7 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
                 r = Result(c.id, "error", error=str(e)[:200])
             finally:
                 sb.close()
-            r.container_s = time.perf_counter() - t
+            r.container_s = r.wall_s = time.perf_counter() - t
             return r
 
         with ThreadPoolExecutor(max_workers=workers) as ex:
@@ -180,6 +187,8 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
         return run
 
     sandboxes = [DockerSandbox(env.image, client=client, limits=limits) for _ in range(workers)]
+    runners = {id(sb): warm_runner(sb, env.test_cmd, env.log_parser, cov, vc) if mode == "a" else None
+               for sb in sandboxes}
     pool: queue.Queue[DockerSandbox] = queue.Queue()
     try:
         for sb in sandboxes:
@@ -188,8 +197,11 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
 
         def one(c: Candidate) -> list[Result]:
             sb = pool.get()
+            t = time.perf_counter()
             try:
-                return [validate(sb, c)]
+                r = validate(sb, c)
+                r.wall_s = time.perf_counter() - t
+                return [r]
             finally:
                 pool.put(sb)
 
@@ -197,15 +209,21 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
 
         def unit_of(unit: list[Item]) -> list[Result]:
             sb = pool.get()
+            t = time.perf_counter()
             try:
                 outs = validate_unit(sb, unit, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
-                                     timeout=vc.test_timeout, audit=audit, cov=cov, cfg=vc)
+                                     timeout=vc.test_timeout, audit=audit, cov=cov, cfg=vc, warm=runners[id(sb)])
+                if any(o.status == "timeout" and o.backstop for o in outs):
+                    sb.reset("fresh")  # what the pipeline does when the sandbox had to kill the run
             except Exception as e:  # noqa: BLE001
                 sb.reset("fresh")
                 return [Result(it.cid, "error", error=str(e)[:200]) for it in unit]
             finally:
                 pool.put(sb)
-            return [_result(by_id[it.cid], o) for it, o in zip(unit, outs, strict=True)]
+            rs = [_result(by_id[it.cid], o) for it, o in zip(unit, outs, strict=True)]
+            for r in rs:
+                r.wall_s = (time.perf_counter() - t) / len(rs)
+            return rs
 
         if mode == "a":
             items = [Item(c.id, c.patch, covering(c, cov, closure=True),
@@ -224,12 +242,13 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
             sb.close()
         run.wall = time.perf_counter() - t0
     run.audit = audit.summary() if mode == "a" else {}
+    run.warm = [r for r in runners.values() if r is not None]
     return run
 
 
 def _progress(run: ModeRun, total: int, r: Result) -> None:
     extra = f" f2p={len(r.f2p)}" if r.f2p else ""
-    extra += f" {r.validation}" if run.mode == "a" else ""
+    extra += f" {r.validation}{' warm' if r.warm else ''}" if run.mode == "a" else ""
     extra += " [red]AUDIT DISAGREES[/red]" if r.agreed is False else ""
     extra += f" [red]{escape(r.error)}[/red]" if r.error else ""
     console.print(f"[dim]({run.mode}, {run.workers}w) {run.n}/{total} {r.cid[:12]} {r.status} "
@@ -387,6 +406,36 @@ def bench_repo(source: str, extra: tuple[str, ...], args, client, vc: ValidateCo
                      f"audit: {au.get('audited', 0)} of {au.get('inferred_valid', 0)} inferred valid candidates got "
                      f"the full-suite run; inference {au.get('inference', '?')}"
                      + "".join(f"; DISAGREEMENT {d['candidate'][:8]}: {d['reason']}" for d in au.get("disagreements", [])))
+        console.print(t)
+
+    # ---- where the time goes: (a) against (c), candidate by candidate -----------------------------------
+    if "a" in runs and ref:
+        ra = runs["a"]
+        t = Table(title="Where the time goes: the same candidates in (a) and in (c), grouped by how (a) settled them")
+        for col in ("(a) settled as", "candidates", "valid", "(a) wall", "(c) wall", "(c)/(a)", "(a) s / cand",
+                    "(c) s / cand", "share of (a)'s wall"):
+            t.add_column(col, justify="left" if col == "(a) settled as" else "right")
+        total_a = sum(x.wall_s for x in ra.results.values()) or 1.0
+        groups = [("inferred, warm runner", lambda x: x.status != "timeout" and x.validation == "inferred" and x.warm),
+                  ("audited, warm runner", lambda x: x.status != "timeout" and x.validation == "audited" and x.warm),
+                  ("inferred or audited, fresh process",
+                   lambda x: x.status != "timeout" and x.validation in ("inferred", "audited") and not x.warm),
+                  ("full suite (module / class-level change, code run at import)",
+                   lambda x: x.status != "timeout" and x.validation == "full"),
+                  ("timeout, warm runner", lambda x: x.status == "timeout" and x.warm),
+                  ("timeout, fresh process", lambda x: x.status == "timeout" and not x.warm),
+                  ("apply failed / error", lambda x: not x.validation and x.status != "timeout")]
+        for name, pred in groups:
+            g = [cid for cid, x in ra.results.items() if pred(x)]
+            if not g:
+                continue
+            wa = sum(ra.results[c].wall_s for c in g)
+            wc = sum(ref.results[c].wall_s for c in g if c in ref.results)
+            t.add_row(name, str(len(g)), str(sum(ra.results[c].status == "valid" for c in g)), fmt_s(wa), fmt_s(wc),
+                      f"{wc / wa:.1f}x" if wa else "-", f"{wa / len(g):.2f}", f"{wc / len(g):.2f}",
+                      f"{wa / total_a:.0%}")
+        t.caption = ("wall per candidate in its worker: (a) includes git reset, patch application and the run; "
+                     "(c) the candidate's container start, run and removal")
         console.print(t)
 
     # ---- outcomes -------------------------------------------------------------------------------------

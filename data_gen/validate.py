@@ -14,9 +14,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from data_gen.warm import WarmRunner
 from swelego.config import ConfigError, doc_field
 from swelego.errors import SwelegoError
-from swelego.harness import PASSED_STATES, TestRun, apply_patch, run_tests
+from swelego.harness import PASSED_STATES, TestRun, apply_patch, log_id, patch_files, run_tests
 from swelego.sandbox import DockerSandbox
 
 COV_JSON = "/tmp/swelego-cov.json"
@@ -60,7 +61,12 @@ class ValidateConfig(SuiteRunConfig):
         "Per-test time budget inside a run: this multiple of the slowest selected test's clean duration ...",
         default=10.0)
     per_test_constant: float = doc_field("... plus these seconds (pytest-timeout; the sandbox timeout backs it).",
-                                         default=10.0)
+                                         default=3.0)
+    warm: bool = doc_field(
+        "Serve inferable candidates from a warm pytest process per sandbox that collected the clean suite "
+        "once: a forked child hot-patches the changed functions and runs the covering tests (no start-up, "
+        "imports or collection per candidate); off, or where a change cannot be hot-patched: a fresh process.",
+        default=True)
     batch_size: int = doc_field(
         "Inferable candidates whose covering tests are disjoint share one test run, up to this many "
         "(1: one run per candidate).", default=8)
@@ -209,12 +215,6 @@ def pytest_sessionfinish(session):
         json.dump({"spawners": sorted(_spawners), "tests": _tests, "pytest_timeout": has_timeout,
                    "collect_seconds": round(_collect[0], 3)}, f)
 '''
-
-
-def log_id(node_id: str) -> str:
-    """A pytest node id as swebench's log parsers report it: up to its first whitespace."""
-    parts = node_id.split()
-    return parts[0] if parts else node_id
 
 
 @dataclass
@@ -406,12 +406,25 @@ def body_spans(source: str) -> list[tuple[int, int, int]]:
     return spans
 
 
+def _statement_lines(source: str) -> dict[int, int]:
+    """line -> the first line of the innermost statement holding it (coverage.py reports a
+    statement's execution on its first line; a compound statement's header belongs to it)."""
+    out: dict[int, int] = {}
+    stmts = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.stmt)]
+    for node in sorted(stmts, key=lambda n: (n.lineno, -(n.end_lineno or n.lineno))):
+        for n in range(node.lineno, (node.end_lineno or node.lineno) + 1):
+            out[n] = node.lineno  # later (inner) statements overwrite their parents' lines
+    return out
+
+
 def inference_blocker(patch: str, sources: dict[str, str], cov: CoverageMap, tests: list[str]) -> str | None:
     """Why this candidate's PASS_TO_PASS cannot be inferred from the map (None: it can).
 
-    Only a change whose lines all lie inside function bodies qualifies, and only when no body line
-    of those functions ran outside a test (at import or collection time, or in a process the map
-    cannot see) and the file is not itself collected for tests (doctests, test modules)."""
+    Only a change whose lines all lie inside function bodies qualifies, in a file not itself
+    collected for tests (doctests, test modules), and only when no changed statement ran outside
+    a test (at import or collection time). A function that ran at import qualifies when the
+    changed statements themselves did not run then: import took the same path either way. An
+    insertion (no old line replaced) qualifies only when no line of its function's body ran then."""
     if not cov.probed:
         return "coverage map without the probe"
     changed = changed_lines(patch)
@@ -424,14 +437,19 @@ def inference_blocker(patch: str, sources: dict[str, str], cov: CoverageMap, tes
             return f"{path}: collected as a test module (doctests or tests)"
         try:
             spans = body_spans(sources[path])
+            stmt_of = _statement_lines(sources[path])
         except SyntaxError:
             return f"{path}: does not parse"
+        outside = set(cov.outside.get(path, ()))
         for n, indent in sorted(lines.items()):
             inner = [s for s in spans if s[0] <= n <= s[1] and (indent is None or indent >= s[2])]
             if not inner:
                 return f"{path}:{n}: outside a function body (module, class body, decorator or signature)"
             first, last, _ = max(inner)  # the innermost body holding the line
-            ran = cov.ran_outside(path, first, last)
+            if indent is None:  # a replaced or removed line: did its statement run outside a test?
+                ran = [stmt_of.get(n, n)] if stmt_of.get(n, n) in outside else []
+            else:
+                ran = cov.ran_outside(path, first, last)
             if ran:
                 return f"{path}:{ran[0]}: runs outside any test (import or collection time)"
     return None
@@ -454,7 +472,8 @@ def broken_tests(baseline_passing: list[str] | set[str], run: TestRun, among: se
 
 # pytest-timeout's thread method prints this banner, dumps the stacks and ends the process;
 # faulthandler's watchdog (WATCHDOG_PLUGIN) prints the second line.
-_PER_TEST_TIMEOUT = re.compile(r"^(?:\++ Timeout \++|Timeout \(\d+:\d\d:\d\d(?:\.\d+)?\)!)\s*$", re.M)
+# faulthandler's banner follows whatever the run wrote last on that line (progress dots).
+_PER_TEST_TIMEOUT = re.compile(r"^\++ Timeout \++\s*$|Timeout \(\d+:\d\d:\d\d(?:\.\d+)?\)!\s*$", re.M)
 
 
 def hit_test_budget(run: TestRun) -> bool:
@@ -485,24 +504,25 @@ import pytest
 
 # faulthandler's watchdog is a C thread that needs no GIL: it ends the process even when the
 # code under test loops inside C with the GIL held (pytest-timeout's timer thread cannot run
-# then). Its report goes to a copy of the real stderr taken now, before pytest captures it.
+# then), and re-arming it per test costs far less than pytest-timeout's timer thread per test.
+# Its report goes to a copy of the real stderr taken now, before pytest captures it.
 _ERR = os.dup(2)
 _BUDGET = float(os.environ.get("SWELEGO_COLLECT_BUDGET") or 0)
-_BUDGETS = {}
+_SPEC = {}
 _path = os.environ.get("SWELEGO_TEST_BUDGETS")
 if _path and os.path.exists(_path):
     with open(_path) as f:
-        _BUDGETS = json.load(f)
+        _SPEC = json.load(f)
+_DUR = _SPEC.get("durations", {})
+_DEFAULT = float(os.environ.get("SWELEGO_DEFAULT_BUDGET") or 0)  # a test without a clean duration
 # From here (conftest files are imported before collection starts) to the end of collection.
 if _BUDGET > 0:
     faulthandler.dump_traceback_later(_BUDGET, exit=True, file=_ERR)
 
 
-def pytest_collection_modifyitems(session, config, items):
-    for item in items:
-        seconds = _BUDGETS.get(item.nodeid)
-        if seconds and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(seconds, method="thread"))
+def _own(nodeid):
+    d = _DUR.get(nodeid)
+    return None if d is None else round(_SPEC["factor"] * d + _SPEC["constant"], 2)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -515,9 +535,9 @@ def pytest_collection(session):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    seconds = _BUDGETS.get(item.nodeid)
-    if seconds:  # pytest-timeout fires first; this one only when the GIL is never released
-        faulthandler.dump_traceback_later(seconds + 2, exit=True, file=_ERR)
+    seconds = _own(item.nodeid) or _DEFAULT
+    if seconds:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=_ERR)
     try:
         yield
     finally:
@@ -526,13 +546,23 @@ def pytest_runtest_protocol(item, nextitem):
 '''
 
 
-def per_test_budgets(cov: CoverageMap | None, cfg: ValidateConfig) -> dict[str, float] | None:
-    """Each test's own budget (node id -> seconds): `per_test_factor` x its clean duration +
-    `per_test_constant`, applied as a pytest-timeout marker by the watchdog plugin, so that one
-    slow test (a property-based one, say) does not set the budget of every other test in a run."""
-    if cov is None or not cov.pytest_timeout or not cov.durations:
+def per_test_budgets(cov: CoverageMap | None, cfg: ValidateConfig) -> dict | None:
+    """The budget spec of the watchdog and warm-runner plugins: each test's own budget is
+    `per_test_factor` x its clean duration + `per_test_constant` (so one slow property-based
+    test does not set the budget of every other test). A run as a whole gets the deadline of
+    `run_budget`. faulthandler enforces them (the standard library: no plugin needed)."""
+    if cov is None or not cov.durations:
         return None
-    return {t: round(cfg.per_test_factor * d + cfg.per_test_constant, 2) for t, d in cov.durations.items()}
+    return {"durations": cov.durations, "factor": cfg.per_test_factor, "constant": cfg.per_test_constant}
+
+
+def warm_runner(sb: DockerSandbox, test_cmd: str, log_parser: str, cov: CoverageMap | None,
+                cfg: ValidateConfig) -> WarmRunner | None:
+    """The warm runner for one validation sandbox, when inference is on and the map has the probe's
+    durations (the runner's per-test budgets come from them); None otherwise."""
+    if not (cfg.warm and cfg.inference and cov is not None and cov.probed):
+        return None
+    return WarmRunner(sb, test_cmd, log_parser=log_parser, budgets=per_test_budgets(cov, cfg), start_timeout=cfg.test_timeout)
 
 
 def collect_budget(cov: CoverageMap | None, cfg: ValidateConfig) -> float | None:
@@ -545,18 +575,19 @@ def collect_budget(cov: CoverageMap | None, cfg: ValidateConfig) -> float | None
 
 
 def budgeted(sb: DockerSandbox, test_cmd: str, per_test: float | None, collect: float | None,
-             budgets: dict[str, float] | None = None) -> str:
-    """`test_cmd` with the per-test budgets (pytest-timeout: `budgets` per test, `per_test` for
-    any other) and the collection watchdog."""
+             budgets: dict | None = None) -> str:
+    """`test_cmd` with the per-test budgets: the watchdog plugin (each test's own budget from
+    `budgets`, `per_test` for any other, and the collection budget), or pytest-timeout alone
+    when there is neither a collection budget nor a budget spec."""
     if not collect and not budgets:
         return test_cmd + timeout_args(per_test)
     sb.write_file(f"{WATCHDOG_DIR}/swelego_watchdog.py", WATCHDOG_PLUGIN)
-    env = f"SWELEGO_COLLECT_BUDGET={collect or 0:g}"
+    env = f"SWELEGO_COLLECT_BUDGET={collect or 0:g} SWELEGO_DEFAULT_BUDGET={per_test or 0:g}"
     if budgets:
         sb.write_file(f"{WATCHDOG_DIR}/budgets.json", json.dumps(budgets))
         env += f" SWELEGO_TEST_BUDGETS={WATCHDOG_DIR}/budgets.json"
     return (f"export PYTHONPATH={WATCHDOG_DIR}${{PYTHONPATH:+:$PYTHONPATH}} {env}; "
-            f"{test_cmd} -p swelego_watchdog{timeout_args(per_test)}")
+            f"{test_cmd} -p swelego_watchdog")
 
 
 def timeout_args(seconds: float | None) -> str:
@@ -579,6 +610,7 @@ class Outcome:
     backstop: bool = False  # the sandbox's exec timeout fired (processes may be left behind)
     inferred: dict | None = None  # audited: the inferred lists and status, for the comparison
     blocker: str | None = None  # why inference was not used (None: it was, or it was off)
+    warm: bool = False  # the final run was served by the warm runner (hot-patched child)
 
     @property
     def agreed(self) -> bool | None:
@@ -596,12 +628,15 @@ def time_budget(baseline: Baseline, n_tests: int, cap: float) -> float:
     return min(cap, max(10.0, 5 * share + 5))
 
 
-def run_budget(baseline: Baseline, n_tests: int, cap: float, per_test: float | None) -> float:
-    """The sandbox's timeout for one run (the backstop). With a per-test budget inside the run,
-    a hang is cut there; the backstop then only has to allow for runs whose failures are slow
-    to report (tracebacks of many failing tests take far longer than the clean run)."""
-    tb = time_budget(baseline, n_tests, cap)
-    return tb if per_test is None else min(cap, 2 * tb + 20)
+def run_budget(baseline: Baseline, n_tests: int, cap: float, per_test: float | None = None) -> float:
+    """The deadline of one run: that of a full-suite run (`time_budget`), less the clean time of
+    the tests this run leaves out. A slow candidate is then a timeout exactly when its full-suite
+    run would pass the full-suite budget, whether it ran in full or only its covering tests (the
+    tests left out run as on the clean tree); a hang inside one test is cut earlier, by that test's
+    own budget. (`per_test` is kept for callers; the deadline does not depend on it.)"""
+    full = time_budget(baseline, len(baseline.passing), cap)
+    left_out = baseline.seconds * max(0, len(baseline.passing) - n_tests) / max(1, len(baseline.passing))
+    return min(cap, max(10.0, full - left_out))
 
 
 def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cmd: str, log_parser: str,
@@ -609,23 +644,24 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
                    audit: bool | Callable[[], bool] = False,
                    budget: Callable[[list[str]], float | None] | None = None,
                    node_ids: Callable[[list[str]], list[str]] | None = None, collect: float | None = None,
-                   budgets: dict[str, float] | None = None) -> Outcome:
-    """Apply a bug patch to the clean tree and classify it.
-
-    With `covering` (test selection on) only those tests run first. A candidate that breaks none
-    of them is `no_break`. One that breaks some gets, with `infer`, FAIL_TO_PASS = the broken
-    covering tests and PASS_TO_PASS = the other stable passing tests, and no further run unless
-    `audit` says so (a callable is asked only for a candidate that would be valid); without
-    `infer` a full-suite run fixes both lists. Without `covering` the full suite runs once.
-    Each run gets `time_budget` seconds, at most `timeout`, and with `budget` (tests -> seconds)
-    a per-test budget enforced by pytest-timeout inside the run. `node_ids` maps reported test
-    ids to the pytest node ids to run (CoverageMap.node_ids)."""
+                   budgets: dict | None = None, warm: WarmRunner | None = None) -> Outcome:
+    """Apply a bug patch to the clean tree and classify it. With `covering`, those tests run
+    first: none broken is `no_break`; with `infer`, FAIL_TO_PASS = the broken ones and PASS_TO_PASS
+    = the other stable passing tests, with no further run unless `audit` says so (asked only for a
+    would-be valid one); without `infer` a full-suite run fixes both lists. Runs get `run_budget`
+    seconds (at most `timeout`) and per-test budgets (`budget`, `budgets`); `node_ids` maps
+    reported ids to node ids. With `warm`, an inferable candidate's runs are served by the warm
+    runner's hot-patched child, or by a fresh process where it cannot."""
+    if warm is not None and infer:
+        warm.ensure()  # (re)started, if need be, before the candidate touches the tree
     sb.reset("git")
     seconds = 0.0
     if not apply_patch(sb, patch):
         return Outcome("apply_failed")
     flaky = set(baseline.flaky)
     inferred = None
+    served = False
+    paths = patch_files(patch)
     if covering is not None:
         # Coverage contexts name pytest node ids; the baseline names what the log parser reports.
         selected = sorted({log_id(t) for t in covering} & set(baseline.passing))
@@ -633,38 +669,61 @@ def validate_patch(sb: DockerSandbox, patch: str, baseline: Baseline, *, test_cm
             return Outcome("no_tests", validation="inferred" if infer else "full")
         to_run = node_ids(selected) if node_ids else selected
         per_test = budget(to_run) if budget else None
-        run = run_selected(sb, budgeted(sb, test_cmd, per_test, collect, budgets), to_run, log_parser=log_parser,
-                           timeout=run_budget(baseline, len(selected), timeout, per_test))
+        limit = run_budget(baseline, len(selected), timeout)
+        run = warm.run(paths, to_run, deadline=limit, default_budget=per_test) if warm and infer else None
+        served = run is not None
+        if run is None:
+            run = run_selected(sb, budgeted(sb, test_cmd, per_test, collect, budgets), to_run, log_parser=log_parser,
+                               timeout=limit)
         seconds += run.duration
         if run.timed_out or hit_test_budget(run):
-            return Outcome("timeout", tests_run=len(selected), seconds=seconds, backstop=run.timed_out,
-                           validation="inferred" if infer else "full")
-        broken = broken_tests(baseline.passing, run, among=set(selected))
-        if not broken:
-            return Outcome("no_break", tests_run=len(selected), seconds=seconds,
-                           validation="inferred" if infer else "full")
-        if infer:
-            f2p = [t for t in broken if t not in flaky]
-            p2p = sorted(set(baseline.passing) - flaky - set(f2p))
-            status = "valid" if f2p and p2p else "invalid" if f2p else "no_break"
-            if status != "valid" or not (audit() if callable(audit) else audit):
-                return Outcome(status, f2p, p2p, len(selected), seconds, run.log, validation="inferred")
-            inferred = {"status": status, "fail_to_pass": f2p, "pass_to_pass": p2p}
+            return Outcome("timeout", tests_run=len(selected), seconds=seconds, backstop=run.timed_out and not served,
+                           validation="inferred" if infer else "full", warm=served)
+        if _selection_failed(run):
+            # pytest did not find every id (one parametrized by the time of day, say): a test
+            # missing from this run would read as broken, so the full suite decides instead.
+            infer = served = False
+        else:
+            broken = broken_tests(baseline.passing, run, among=set(selected))
+            if not broken:
+                return Outcome("no_break", tests_run=len(selected), seconds=seconds,
+                               validation="inferred" if infer else "full", warm=served)
+            if infer:
+                f2p = [t for t in broken if t not in flaky]
+                p2p = sorted(set(baseline.passing) - flaky - set(f2p))
+                status = "valid" if f2p and p2p else "invalid" if f2p else "no_break"
+                if status != "valid" or not (audit() if callable(audit) else audit):
+                    return Outcome(status, f2p, p2p, len(selected), seconds, run.log, validation="inferred",
+                                   warm=served)
+                inferred = {"status": status, "fail_to_pass": f2p, "pass_to_pass": p2p}
     per_test = budget(baseline.passing) if budget else None
-    run = run_tests(sb, budgeted(sb, test_cmd, per_test, collect, budgets), log_parser=log_parser,
-                    timeout=run_budget(baseline, len(baseline.passing), timeout, per_test))
+    limit = run_budget(baseline, len(baseline.passing), timeout)
+    # An audit of a candidate served warm runs the full suite warm too: it checks what the
+    # coverage map inferred. Whether hot patching equals a fresh import is the verify step's
+    # to check (swebench's own run of every kept row, in its own image).
+    run = warm.run(paths, None, deadline=limit, default_budget=per_test) if warm and served else None
+    served = run is not None
+    if run is None:
+        run = run_tests(sb, budgeted(sb, test_cmd, per_test, collect, budgets), log_parser=log_parser, timeout=limit)
     seconds += run.duration
     validation = "audited" if inferred else "full"
     if run.timed_out or hit_test_budget(run):
-        return Outcome("timeout", seconds=seconds, backstop=run.timed_out, validation=validation, inferred=inferred)
+        return Outcome("timeout", seconds=seconds, backstop=run.timed_out and not served, validation=validation,
+                       inferred=inferred, warm=served)
     f2p = [t for t in broken_tests(baseline.passing, run) if t not in flaky]
     p2p = sorted(t for t in baseline.passing if run.status.get(t) in PASSED_STATES and t not in flaky)
     n = len(run.status)
     if not f2p:
-        return Outcome("no_break", tests_run=n, seconds=seconds, validation=validation, inferred=inferred)
+        return Outcome("no_break", tests_run=n, seconds=seconds, validation=validation, inferred=inferred, warm=served)
     if not p2p:
-        return Outcome("invalid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred)
-    return Outcome("valid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred)
+        return Outcome("invalid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred, warm=served)
+    return Outcome("valid", f2p, p2p, n, seconds, run.log, validation=validation, inferred=inferred, warm=served)
+
+
+def _selection_failed(run: TestRun) -> bool:
+    """pytest refused the selection: an id it did not collect ends the run before any test
+    (usage error, exit code 4)."""
+    return run.exit_code == 4 or "ERROR: not found:" in run.log
 
 
 @dataclass
@@ -706,12 +765,14 @@ def plan_batches(items: list[Item], baseline: Baseline, size: int) -> list[list[
 
 
 def validate_unit(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, test_cmd: str, log_parser: str,
-                  timeout: float, audit: InferenceAudit, cov: CoverageMap | None, cfg: ValidateConfig) -> list[Outcome]:
+                  timeout: float, audit: InferenceAudit, cov: CoverageMap | None, cfg: ValidateConfig,
+                  warm: WarmRunner | None = None) -> list[Outcome]:
     """Outcomes of a unit from plan_batches, in order. A batch applies every patch and runs the
     union of the covering tests once; each candidate's FAIL_TO_PASS is the broken tests among its
     own covering tests. A batch that does not apply, hangs or meets inference turned off is
     validated candidate by candidate; an audited member gets its own full-suite run, compared
-    with what the batch inferred."""
+    with what the batch inferred. With a warm runner (`warm`), whose per-candidate cost is the
+    tests' own run time, every candidate is validated on its own."""
     budget = (lambda tests: per_test_budget(cov, tests, cfg)) if cov is not None else None
     node_ids = cov.node_ids if cov is not None else None
     collect = collect_budget(cov, cfg)
@@ -720,9 +781,9 @@ def validate_unit(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, te
     def single(it: Item, infer: bool, audit_fn) -> Outcome:
         return validate_patch(sb, it.patch, baseline, test_cmd=test_cmd, log_parser=log_parser,
                               covering=selection(it, audit), timeout=timeout, infer=infer, audit=audit_fn,
-                              budget=budget, node_ids=node_ids, collect=collect, budgets=budgets)
+                              budget=budget, node_ids=node_ids, collect=collect, budgets=budgets, warm=warm)
 
-    if len(unit) == 1 or not audit.enabled:
+    if len(unit) == 1 or not audit.enabled or warm is not None:
         return validate_unit_each(unit, single, audit)
     batched = _run_batch(sb, unit, baseline, test_cmd=test_cmd, log_parser=log_parser, timeout=timeout,
                          budget=budget, node_ids=node_ids, collect=collect, budgets=budgets)
@@ -762,7 +823,7 @@ def validate_unit_each(unit: list[Item], single, audit: InferenceAudit) -> list[
 
 def _run_batch(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, test_cmd: str, log_parser: str,
                timeout: float, budget, node_ids, collect: float | None = None,
-               budgets: dict[str, float] | None = None) -> list[Outcome] | None:
+               budgets: dict | None = None) -> list[Outcome] | None:
     sb.reset("git")
     for it in unit:
         if not apply_patch(sb, it.patch):
@@ -774,8 +835,8 @@ def _run_batch(sb: DockerSandbox, unit: list[Item], baseline: Baseline, *, test_
     to_run = node_ids(union) if node_ids else union
     per_test = budget(to_run) if budget else None
     run = run_selected(sb, budgeted(sb, test_cmd, per_test, collect, budgets), to_run, log_parser=log_parser,
-                       timeout=run_budget(baseline, len(union), timeout, per_test))
-    if run.timed_out or hit_test_budget(run):
+                       timeout=run_budget(baseline, len(union), timeout))
+    if run.timed_out or hit_test_budget(run) or _selection_failed(run):
         if run.timed_out:
             sb.reset("fresh")
         return None

@@ -84,6 +84,12 @@ def run_tests(sandbox: Sandbox, test_cmd: str, *, timeout: float = 1800,
                    status=parse_log(r.output, log_parser))
 
 
+def log_id(node_id: str) -> str:
+    """A pytest node id as swebench's log parsers report it: up to its first whitespace."""
+    parts = node_id.split()
+    return parts[0] if parts else node_id
+
+
 def patch_files(patch: str) -> list[str]:
     """Paths a unified diff touches (new and old names), from `diff --git` headers and, for
     plain unified diffs (which `patch` applies), from `---` / `+++` lines."""

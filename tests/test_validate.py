@@ -20,11 +20,13 @@ from data_gen.validate import (
     collect_budget,
     coverage_map,
     inference_blocker,
+    log_id,
     per_test_budget,
     plan_batches,
     stable_baseline,
     validate_patch,
     validate_unit,
+    warm_runner,
 )
 from swelego.sandbox import DockerSandbox, SandboxLimits
 from swelego.sandbox.images import build_env_image
@@ -118,6 +120,34 @@ COV_FILES = {
         def square(x):
             y = x * x
             return y
+
+
+        def logged(fn):
+            def wrapper(*args):
+                return fn(*args)
+
+            return wrapper
+
+
+        @logged
+        def triple(x):
+            return 3 * x
+
+
+        def inc(x):
+            return x + 1
+
+
+        class Box:
+            def __init__(self, v):
+                self.v = v
+
+            def get(self):
+                return self.v + 0
+
+            @property
+            def twice(self):
+                return self.v * 2
         """,
     "covcalc/__main__.py": """\
         from covcalc import cli_value
@@ -125,10 +155,13 @@ COV_FILES = {
         print(cli_value())
         """,
     "tests/test_cov.py": """\
+        import datetime
         import subprocess
         import sys
 
-        from covcalc import TABLE, add, double, parse, square
+        import pytest
+
+        from covcalc import TABLE, Box, add, double, inc, parse, square, triple
 
 
         def test_add():
@@ -158,9 +191,28 @@ COV_FILES = {
 
         def test_square():
             assert square(3) == 9
+
+
+        def test_triple():
+            assert triple(2) == 6
+
+
+        def test_box():
+            assert Box(2).get() == 2 and Box(2).twice == 4
+
+
+        @pytest.mark.parametrize("n", range(8))
+        def test_inc(n):
+            assert inc(n) == n + 1
+
+
+        # The node id carries the time of collection; the log parser reports it up to the space.
+        @pytest.mark.parametrize("stamp", [datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")])
+        def test_stamp(stamp):
+            assert inc(1) == 2
         """,
 }
-ALL_COV_TESTS = 7
+ALL_COV_TESTS = 18
 
 
 @pytest.fixture(scope="module")
@@ -194,15 +246,16 @@ def _cand(files: dict[str, str], old: str, new: str, cid: str, cov: CoverageMap)
     return Item(cid, patch, covering, None, [["covcalc/__init__.py", lines[0], lines[-1]]])
 
 
-def _unit(sb, env, base, cov, items, vc, audit):
+def _unit(sb, env, base, cov, items, vc, audit, warm=None):
     """Validate `items` as the pipeline does: batched by plan_batches, outcomes in order."""
+    sb.reset("git")  # the map's lines are the clean file's (the pipeline reads the sources once)
     files = {"covcalc/__init__.py": sb.read_file("/testbed/covcalc/__init__.py").decode()}
     for it in items:
         it.blocker = inference_blocker(it.patch, files, cov, base.passing)
     outs = {}
     for unit in plan_batches(items, base, vc.batch_size):
         for it, o in zip(unit, validate_unit(sb, unit, base, test_cmd=env.test_cmd, log_parser=env.log_parser,
-                                             timeout=120, audit=audit, cov=cov, cfg=vc), strict=True):
+                                             timeout=120, audit=audit, cov=cov, cfg=vc, warm=warm), strict=True):
             outs[it.cid] = o
     return [outs[it.cid] for it in items]
 
@@ -211,7 +264,7 @@ def test_the_probe_sees_processes_fixtures_import_time_and_durations(cov_setup):
     base, cov, _ = cov_setup
     assert cov.probed and cov.pytest_timeout
     assert cov.spawners == ["tests/test_cov.py::test_cli"]
-    assert set(cov.durations) == set(base.passing)
+    assert {log_id(t) for t in cov.durations} == set(base.passing)
     # table()'s body runs at import: the map says so instead of charging it to no test
     assert cov.outside["covcalc/__init__.py"]
     # the child process's cli_value() is reached by test_cli through the spawner closure
@@ -273,7 +326,7 @@ def test_a_hang_is_cut_by_the_per_test_budget(cov_env, cov_setup, client):
         (o,) = _unit(sb, cov_env, base, cov, [hang], vc, InferenceAudit(vc))
         took = time.monotonic() - t0
         assert "pytest" not in sb.exec("ps -eo args").output  # the run ended, nothing left hanging
-    assert o.status == "timeout" and not o.backstop  # pytest-timeout cut it, not the sandbox
+    assert o.status == "timeout" and not o.backstop  # the per-test watchdog cut it, not the sandbox
     assert per_test_budget(cov, ["tests/test_cov.py::test_square"], vc) < 3
     assert took < 20  # the budget (~2 s) + start-up, not the run's 120 s cap
 
@@ -317,3 +370,149 @@ def test_the_swebench_verify_step_catches_a_wrong_inferred_row(cov_env, cov_setu
     assert not audit.enabled and "PASS_TO_PASS test(s) fail without the fix" in audit.disagreements[0]["reason"]
     for r in recs:
         client.images.remove(r["row"]["image"], force=True)
+
+
+# -- the warm runner: one collected pytest session per sandbox, a hot-patched fork per candidate ------------
+
+def _truth(sb, env, base, items):
+    return {it.cid: validate_patch(sb, it.patch, base, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                                   covering=None, timeout=120) for it in items}
+
+
+def test_the_warm_runner_agrees_with_fresh_full_runs(cov_env, cov_setup, client):
+    """Function bodies, a method, a property, a decorated function (the live function sits in the
+    decorator's closure), a wrapper's body and code reached only in a child process: each served by
+    a hot-patched fork of one collected session, each with a fresh full run's status and lists."""
+    base, cov, files = cov_setup
+    vc = ValidateConfig(audit_min=1, audit_fraction=0.1)
+    cands = [
+        _cand(files, "return x * SCALE", "return x * SCALE + 1", "double", cov),
+        _cand(files, "return add(40, 2)", "return add(40, 3)", "cli", cov),  # the child process imports the file
+        _cand(files, "return 3 * x", "return 3 * x + 1", "triple", cov),
+        _cand(files, "return self.v + 0", "return self.v + 1", "get", cov),
+        _cand(files, "return self.v * 2", "return self.v * 3", "twice", cov),
+        _cand(files, "return fn(*args)", "return fn(*args[:1])", "wrapper", cov),  # no test breaks
+        _cand(files, "SCALE = 2", "SCALE = 3", "scale", cov),  # module level: a fresh full run
+    ]
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        warm = warm_runner(sb, cov_env.test_cmd, cov_env.log_parser, cov, vc)
+        outs = dict(zip([it.cid for it in cands], _unit(sb, cov_env, base, cov, cands, vc, InferenceAudit(vc), warm),
+                        strict=True))
+        truth = _truth(sb, cov_env, base, cands)
+        pid = warm._pid
+    for cid, o in outs.items():
+        assert (o.status, o.fail_to_pass, o.pass_to_pass) == (truth[cid].status, truth[cid].fail_to_pass,
+                                                              truth[cid].pass_to_pass), cid
+        assert o.warm == (cid != "scale"), cid
+    assert outs["triple"].fail_to_pass == ["tests/test_cov.py::test_triple"]
+    assert outs["twice"].fail_to_pass == ["tests/test_cov.py::test_box"]
+    assert outs["cli"].fail_to_pass == ["tests/test_cov.py::test_cli"]
+    assert outs["wrapper"].status == "no_break"
+    assert outs["double"].validation == "audited" and outs["double"].agreed  # the audit's full suite ran warm too
+    assert warm.served >= 7 and pid is not None  # one server for all of them
+
+
+def test_a_change_the_warm_runner_cannot_hot_patch_runs_in_a_fresh_process(cov_env, cov_setup, client):
+    base, cov, files = cov_setup
+    vc = ValidateConfig(audit_min=0)
+    # wrapper's new body reads a variable of logged() it did not close over before: its code
+    # object cannot replace the live closure's, so the candidate is run the ordinary way.
+    it = _cand(files, "return fn(*args)", "return fn(*args) if wrapper else None", "closure", cov)
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        warm = warm_runner(sb, cov_env.test_cmd, cov_env.log_parser, cov, vc)
+        (o,) = _unit(sb, cov_env, base, cov, [it], vc, InferenceAudit(vc), warm)
+        (t,) = _truth(sb, cov_env, base, [it]).values()
+    assert it.blocker is None and not o.warm and "free var" in warm.last_reason
+    assert (o.status, o.fail_to_pass) == (t.status, t.fail_to_pass) == ("no_break", [])
+
+
+def test_a_hang_in_the_warm_runner_costs_its_budget_and_the_server_serves_on(cov_env, cov_setup, client):
+    base, cov, files = cov_setup
+    vc = ValidateConfig(per_test_constant=2.0)
+    hang = _cand(files, "    y = x * x\n", "    y = x * x\n    while y:\n        pass\n", "hang", cov)
+    after = _cand(files, "return 3 * x", "return 3 * x + 1", "triple", cov)
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        warm = warm_runner(sb, cov_env.test_cmd, cov_env.log_parser, cov, vc)
+        assert warm.ensure()
+        pid = warm._pid
+        t0 = time.monotonic()
+        (o,) = _unit(sb, cov_env, base, cov, [hang], vc, InferenceAudit(vc), warm)
+        took = time.monotonic() - t0
+        (o2,) = _unit(sb, cov_env, base, cov, [after], vc, InferenceAudit(vc), warm)
+        left = sb.exec("ps -eo pid,args").output
+    assert o.status == "timeout" and o.warm and not o.backstop
+    assert took < 10  # the test's ~2 s budget, not the run's cap
+    assert o2.warm and o2.fail_to_pass == ["tests/test_cov.py::test_triple"] and warm._pid == pid
+    assert left.count("swelego_warm") == 1  # the server; the hung child is gone
+
+
+def test_a_test_id_that_changes_between_runs_never_reads_as_broken(cov_env, cov_setup, client):
+    """test_stamp's node id carries the time of collection: the map's id is stale in any later
+    run. The warm runner finds the test by the id the log parser reports; a fresh run, which
+    pytest would refuse for the stale id (every selected test then missing, i.e. "broken"),
+    falls back to the full suite. Either way the lists are a fresh full run's."""
+    base, cov, files = cov_setup
+    vc = ValidateConfig(audit_min=0)
+    it = _cand(files, "return x + 1", "return x + 2", "inc", cov)
+    assert any("test_stamp" in t for t in it.covering)
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        warm = warm_runner(sb, cov_env.test_cmd, cov_env.log_parser, cov, vc)
+        (served,) = _unit(sb, cov_env, base, cov, [it], vc, InferenceAudit(vc), warm)
+        (fresh,) = _unit(sb, cov_env, base, cov, [it], vc, InferenceAudit(vc))
+        (t,) = _truth(sb, cov_env, base, [it]).values()
+    assert served.warm and served.validation in ("inferred", "audited")  # covering run (+ audit) served warm
+    assert not fresh.warm and fresh.validation == "full"  # the stale id sent it to the full suite
+    for o in (served, fresh):
+        assert (o.status, o.fail_to_pass, o.pass_to_pass) == (t.status, t.fail_to_pass, t.pass_to_pass)
+    assert len(t.fail_to_pass) == 9 and any("test_stamp" in x for x in t.fail_to_pass)
+
+
+def test_many_slower_tests_are_cut_at_the_full_suite_budget(cov_env, cov_setup, client):
+    """No test passes its own budget (~3 s), yet together the eight slower tests would take the
+    whole run past the full suite's budget: the warm run is cut at that deadline (less the clean
+    time of the tests it leaves out), as the fresh full-suite run is at its own."""
+    base, cov, files = cov_setup
+    vc = ValidateConfig()
+    slow = _cand(files, "return x + 1", "return __import__('time').sleep(1.9) or x + 1", "slow", cov)
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        warm = warm_runner(sb, cov_env.test_cmd, cov_env.log_parser, cov, vc)
+        assert warm.ensure()
+        t0 = time.monotonic()
+        (o,) = _unit(sb, cov_env, base, cov, [slow], vc, InferenceAudit(vc), warm)
+        took = time.monotonic() - t0
+        (t,) = _truth(sb, cov_env, base, [slow]).values()
+    assert slow.blocker is None and o.warm and o.status == "timeout" and not o.backstop
+    assert t.status == "timeout"  # the full suite, fresh, passes its budget too
+    assert took < 8 * 1.9  # cut before the eight slow tests were through
+
+
+def test_a_candidate_that_kills_the_warm_server_gets_a_fresh_run_and_the_next_one_a_new_server(
+        cov_env, cov_setup, client):
+    """Adversary: candidate code that finds the warm server (its parent) and kills it, and plants
+    a forged result for the next request. The candidate is validated in a fresh process instead,
+    the next candidate by a new server, and neither verdict is the forged one."""
+    base, cov, files = cov_setup
+    vc = ValidateConfig(audit_min=0)
+    attack = ("    import os\n"
+              "    parent = os.getppid()\n"
+              "    if b'swelego_warm' in open(f'/proc/{parent}/cmdline', 'rb').read():\n"
+              "        for n in range(1, 50):\n"
+              "            with open(f'/tmp/swelego-warm/r{n}.res.json', 'w') as f:\n"
+              "                f.write('{\"status\": \"done\", \"exit\": 0, \"seconds\": 0}')\n"
+              "        os.kill(parent, 9)\n"
+              "    return x * SCALE + 1\n")
+    kill = _cand(files, "    return x * SCALE\n", attack, "kill", cov)
+    after = _cand(files, "return 3 * x", "return 3 * x + 1", "triple", cov)
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        warm = warm_runner(sb, cov_env.test_cmd, cov_env.log_parser, cov, vc)
+        assert warm.ensure()
+        first_pid = warm._pid
+        (o,) = _unit(sb, cov_env, base, cov, [kill], vc, InferenceAudit(vc), warm)
+        reason = warm.last_reason
+        (o2,) = _unit(sb, cov_env, base, cov, [after], vc, InferenceAudit(vc), warm)
+        truth = _truth(sb, cov_env, base, [kill, after])
+    assert kill.blocker is None and not o.warm and "no answer" in reason
+    assert (o.status, o.fail_to_pass) == (truth["kill"].status, truth["kill"].fail_to_pass) == (
+        "valid", ["tests/test_cov.py::test_double"])
+    assert o2.warm and warm._pid != first_pid
+    assert (o2.status, o2.fail_to_pass) == (truth["triple"].status, truth["triple"].fail_to_pass)

@@ -46,6 +46,7 @@ from data_gen.validate import (
     stable_baseline,
     validate_patch,
     validate_unit,
+    warm_runner,
 )
 from swelego.config import doc_field
 from swelego.errors import SwelegoError
@@ -176,6 +177,8 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
         if audit.enabled and (cov is None or not cov.probed):
             audit.enabled = False
             report.notices.append("PASS_TO_PASS inference off: the cached coverage map has no probe data")
+        runners = {id(sb): warm_runner(sb, env.test_cmd, env.log_parser, cov if audit.enabled else None, cfg.validate)
+                   for sb in sandboxes}
         report.baseline = {"passing": len(baseline.passing), "failing": len(baseline.failing),
                            "flaky": baseline.flaky, "seconds": round(baseline.seconds, 2)}
         files = _read_sources(first)
@@ -213,7 +216,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
                 try:
                     outs = validate_unit(sb, [item(c) for c in unit], baseline, test_cmd=env.test_cmd,
                                          log_parser=env.log_parser, timeout=cfg.validate.test_timeout, audit=audit,
-                                         cov=cov, cfg=cfg.validate)
+                                         cov=cov, cfg=cfg.validate, warm=runners.get(id(sb)))
                 except Exception as e:  # noqa: BLE001 - one broken unit must not stop the batch
                     sb.reset("fresh")
                     outs = [e] * len(unit)
@@ -343,6 +346,8 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
                     "seconds": round(rec.get("seconds", 0) + outcome.seconds, 3), "validation": outcome.validation})
         if blocker:
             rec["inference_blocker"] = blocker
+        if outcome.warm:
+            rec["warm"] = True  # its runs were served by the warm runner's hot-patched fork
         if outcome.agreed is not None:
             rec["audit_agreed"] = outcome.agreed
         if outcome.status == "timeout" and outcome.backstop:
@@ -372,10 +377,10 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
             client.images.remove(row["image"], force=True)
         except Exception:  # noqa: BLE001 - a leftover image is harmless
             pass
-        if outcome.validation != "inferred" or attempt:
+        if (outcome.validation != "inferred" and not outcome.warm) or attempt:
             return rec
-        # The official grading saw an inferred list wrong: inference is off for this repository,
-        # and this candidate gets its lists from a full-suite run.
+        # The official grading saw an inferred list (or a hot-patched run) wrong: inference is off
+        # for this repository, and this candidate gets its lists from a fresh full-suite run.
         rec["inference_wrong"] = True
         audit.disagree(c.id, f"swebench grading of the inferred row: {problem}")
         infer, covering = False, None
