@@ -102,7 +102,6 @@ class ModeRun:
     results: dict[str, Result] = field(default_factory=dict)
     audit: dict = field(default_factory=dict)
     units: int = 0  # (a): test-run units after batching
-    warm: list = field(default_factory=list)  # (a): the workers' warm runners
 
     @property
     def n(self) -> int:
@@ -242,7 +241,6 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
             sb.close()
         run.wall = time.perf_counter() - t0
     run.audit = audit.summary() if mode == "a" else {}
-    run.warm = [r for r in runners.values() if r is not None]
     return run
 
 

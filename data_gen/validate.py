@@ -60,7 +60,7 @@ class ValidateConfig(SuiteRunConfig):
     per_test_factor: float = doc_field(
         "Per-test time budget inside a run: this multiple of the slowest selected test's clean duration ...",
         default=10.0)
-    per_test_constant: float = doc_field("... plus these seconds (pytest-timeout; the sandbox timeout backs it).",
+    per_test_constant: float = doc_field("... plus these seconds (faulthandler's watchdog; the run's deadline backs it).",
                                          default=3.0)
     warm: bool = doc_field(
         "Serve inferable candidates from a warm pytest process per sandbox that collected the clean suite "
@@ -628,12 +628,12 @@ def time_budget(baseline: Baseline, n_tests: int, cap: float) -> float:
     return min(cap, max(10.0, 5 * share + 5))
 
 
-def run_budget(baseline: Baseline, n_tests: int, cap: float, per_test: float | None = None) -> float:
+def run_budget(baseline: Baseline, n_tests: int, cap: float) -> float:
     """The deadline of one run: that of a full-suite run (`time_budget`), less the clean time of
     the tests this run leaves out. A slow candidate is then a timeout exactly when its full-suite
     run would pass the full-suite budget, whether it ran in full or only its covering tests (the
     tests left out run as on the clean tree); a hang inside one test is cut earlier, by that test's
-    own budget. (`per_test` is kept for callers; the deadline does not depend on it.)"""
+    own budget."""
     full = time_budget(baseline, len(baseline.passing), cap)
     left_out = baseline.seconds * max(0, len(baseline.passing) - n_tests) / max(1, len(baseline.passing))
     return min(cap, max(10.0, full - left_out))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from swelego.harness import TEST_LOG_MAX, TestRun, log_id, parse_log
@@ -17,11 +16,6 @@ from swelego.sandbox import DockerSandbox
 WARM_DIR = "/tmp/swelego-warm"
 PLUGIN_SOURCE = Path(__file__).with_name("warm_plugin.py")
 _MARK = "__SWELEGO_WARM_LOG__"
-
-
-@dataclass
-class WarmRun(TestRun):
-    killed: bool = False  # the server killed the child at the request's deadline
 
 
 class WarmRunner:
@@ -43,7 +37,6 @@ class WarmRunner:
         self.log_parser = log_parser
         self.start_timeout = start_timeout
         self.failed: str | None = None  # why the server could not start (then never again here)
-        self.start_seconds = 0.0
         self.served = 0
         self.last_reason = ""  # why the last request was not served warm
         self._container: str | None = None
@@ -63,7 +56,6 @@ class WarmRunner:
             return False
         if self._alive():
             return True
-        t0 = time.perf_counter()
         self.sb.start()
         self.sb.reset("git")
         d = WARM_DIR
@@ -97,17 +89,11 @@ class WarmRunner:
             self._by_log_id.setdefault(log_id(nid), []).append(i)
         self._pid = int(pid)
         self._container = getattr(self.sb.container, "id", None)
-        self.start_seconds += time.perf_counter() - t0
         return True
-
-    def stop(self) -> None:
-        if self._alive():
-            self.sb.exec(f"kill -9 -{self._pid} 2>/dev/null; rm -rf {WARM_DIR}; true", timeout=30)
-        self._pid = self._container = None
 
     # -- requests -------------------------------------------------------------------------
     def run(self, paths: list[str], tests: list[str] | None, *, deadline: float,
-            default_budget: float | None = None) -> WarmRun | None:
+            default_budget: float | None = None) -> TestRun | None:
         """Run `tests` (pytest node ids; None: every collected test) in a child with the
         functions of `paths` (relative to the tree) hot-patched from the files now on disk.
         Each test gets its budget from the budget spec (`budgets`, per_test_budgets; else
@@ -162,7 +148,5 @@ class WarmRunner:
             self.last_reason = res.get("reason", res["status"])
             return None
         self.served += 1
-        killed = res["status"] == "killed"
-        return WarmRun(log=log, exit_code=int(res.get("exit", -9)), timed_out=killed,
-                       duration=float(res.get("seconds", seconds)), status=parse_log(log, self.log_parser),
-                       killed=killed)
+        return TestRun(log=log, exit_code=int(res.get("exit", -9)), timed_out=res["status"] == "killed",
+                       duration=float(res.get("seconds", seconds)), status=parse_log(log, self.log_parser))
