@@ -7,11 +7,14 @@ validated three ways in one run.
                        its runs are served by the warm runner (one collected pytest session per
                        container, a hot-patched fork per candidate); a sample of inferred valid
                        candidates is audited by a full-suite run, other changes get the full suite
-                       in a fresh process (data_gen.validate, ValidateConfig())
+                       in a fresh process that reuses the clean tree's kept bytecode
+                       (DockerSandbox.keep_bytecode) (data_gen.validate, ValidateConfig())
   (b) warm + selection today's previous default: covering tests first, a confirmation full-suite run
                        for every candidate that breaks one (`--p2p full`, no per-test budgets)
   (c) fresh + full     a new container per candidate (start -> validate -> close) and the full
                        suite, the way SWE-smith validates
+  (d) (c), tracebacks  (c) with the repository's own traceback style; (a) to (c) pass pytest
+                       `--tb=no` (validate.quiet_failures, as SWE-smith's own test command does)
 
 Per repository it reports candidates/min, valid tasks/min, the ratio (a)/(c), agreement of (a)'s
 and (b)'s valid set and FAIL_TO_PASS / PASS_TO_PASS lists with (c)'s (exact match), container-seconds
@@ -47,12 +50,14 @@ from data_gen.validate import (
     Item,
     ValidateConfig,
     coverage_map,
+    failure_log,
     inference_blocker,
     per_test_budget,
     plan_batches,
     stable_baseline,
     validate_patch,
     validate_unit,
+    validation_cmd,
     warm_runner,
 )
 from swelego.sandbox import DockerSandbox, SandboxLimits, docker_client
@@ -73,7 +78,9 @@ MODES = {
     "a": "new default (infer + audit + per-test budgets)",
     "b": "warm + selection + confirmation",
     "c": "fresh container + full suite",
+    "d": "(c), tracebacks formatted",
 }
+FRESH = ("c", "d")  # a new container per candidate
 # Wide tables stay readable when the output goes to a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 220)
 
@@ -133,11 +140,13 @@ def _result(c: Candidate, o) -> Result:
 
 
 def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: CoverageMap, files: dict[str, str], env,
-             client, limits: SandboxLimits, workers: int, vc: ValidateConfig) -> ModeRun:
-    """(a) and (b): `workers` warm containers (their start is inside the timed wall). (c): a new
-    container per candidate, start -> validate -> close, all timed."""
+             client, limits: SandboxLimits, workers: int, vc: ValidateConfig, bytecode: bytes = b"") -> ModeRun:
+    """(a) and (b): `workers` warm containers (their start is inside the timed wall; (a)'s keep the
+    clean tree's `bytecode` across resets, as the pipeline's do). (c), (d): a new container per
+    candidate, start -> validate -> close, all timed."""
     run = ModeRun(mode, workers)
     audit = InferenceAudit(vc)
+    cmd = env.test_cmd if mode == "d" else validation_cmd(env.test_cmd, env.log_parser, vc)
     tests = baseline.passing + baseline.failing + baseline.flaky
     t0 = time.perf_counter()
 
@@ -145,26 +154,26 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
         try:
             if mode == "a":
                 blocker = inference_blocker(c.patch, files, cov, tests) if audit.enabled else "off"
-                o = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                o = validate_patch(sb, c.patch, baseline, test_cmd=cmd, log_parser=env.log_parser,
                                    covering=covering(c, cov, closure=True), timeout=vc.test_timeout,
                                    infer=blocker is None, audit=audit.claim,
                                    budget=lambda ts: per_test_budget(cov, ts, vc), node_ids=cov.node_ids)
                 audit.record(c.id, o)
             elif mode == "b":
-                o = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                o = validate_patch(sb, c.patch, baseline, test_cmd=cmd, log_parser=env.log_parser,
                                    covering=covering(c, cov, closure=False), timeout=vc.test_timeout)
             else:
-                o = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                o = validate_patch(sb, c.patch, baseline, test_cmd=cmd, log_parser=env.log_parser,
                                    covering=None, timeout=vc.test_timeout)
         except Exception as e:  # noqa: BLE001 - one broken candidate must not stop the benchmark
-            if mode != "c":
+            if mode not in FRESH:
                 sb.reset("fresh")
             return Result(c.id, "error", error=str(e)[:200])
-        if mode != "c" and o.status == "timeout" and (o.backstop or mode == "b"):
+        if mode not in FRESH and o.status == "timeout" and (o.backstop or mode == "b"):
             sb.reset("fresh")  # what the pipeline does when the sandbox had to kill the run
         return _result(c, o)
 
-    if mode == "c":
+    if mode in FRESH:
         def one(c: Candidate) -> Result:
             t = time.perf_counter()
             sb = DockerSandbox(env.image, client=client, limits=limits)
@@ -186,12 +195,14 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
         return run
 
     sandboxes = [DockerSandbox(env.image, client=client, limits=limits) for _ in range(workers)]
-    runners = {id(sb): warm_runner(sb, env.test_cmd, env.log_parser, cov, vc) if mode == "a" else None
+    runners = {id(sb): warm_runner(sb, cmd, env.log_parser, cov, vc) if mode == "a" else None
                for sb in sandboxes}
     pool: queue.Queue[DockerSandbox] = queue.Queue()
     try:
         for sb in sandboxes:
             sb.start()
+            if mode == "a":
+                sb.keep_bytecode(bytecode)
             pool.put(sb)
 
         def one(c: Candidate) -> list[Result]:
@@ -210,7 +221,7 @@ def run_mode(mode: str, cands: list[Candidate], baseline: Baseline, cov: Coverag
             sb = pool.get()
             t = time.perf_counter()
             try:
-                outs = validate_unit(sb, unit, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                outs = validate_unit(sb, unit, baseline, test_cmd=cmd, log_parser=env.log_parser,
                                      timeout=vc.test_timeout, audit=audit, cov=cov, cfg=vc, warm=runners[id(sb)])
                 if any(o.status == "timeout" and o.backstop for o in outs):
                     sb.reset("fresh")  # what the pipeline does when the sandbox had to kill the run
@@ -297,6 +308,7 @@ def bench_repo(source: str, extra: tuple[str, ...], args, client, vc: ValidateCo
         cov = coverage_map(sb, env.test_cmd, timeout=vc.test_timeout)
         cov_s = time.perf_counter() - t0
         files = _read_sources(sb)
+        bytecode = sb.keep_bytecode()  # what the pipeline's sandboxes restore on each reset
         cands = procedural_candidates(env.repo, files, seed=args.seed, limit=args.candidates, keep=None)
     tests = baseline.passing + baseline.failing + baseline.flaky
     blockers = [inference_blocker(c.patch, files, cov, tests) for c in cands]
@@ -323,12 +335,12 @@ def bench_repo(source: str, extra: tuple[str, ...], args, client, vc: ValidateCo
     runs: dict[str, ModeRun] = {}
     for m in args.modes:
         console.print(f"[bold]mode ({m}) {MODES[m]}[/bold]: {len(cands)} candidates, 1 worker; {load_note()}")
-        runs[m] = run_mode(m, cands, baseline, cov, files, env, client, limits, 1, vc)
+        runs[m] = run_mode(m, cands, baseline, cov, files, env, client, limits, 1, vc, bytecode)
     scaling: dict[int, ModeRun] = {1: runs["a"]} if "a" in runs else {}
     for w in args.scale:
         if w > 1 and "a" in runs:
             console.print(f"[bold]mode (a) with {w} workers[/bold]; {load_note()}")
-            scaling[w] = run_mode("a", cands, baseline, cov, files, env, client, limits, w, vc)
+            scaling[w] = run_mode("a", cands, baseline, cov, files, env, client, limits, w, vc, bytecode)
 
     # ---- throughput ------------------------------------------------------------------------------
     ref = runs.get("c")
@@ -432,8 +444,17 @@ def bench_repo(source: str, extra: tuple[str, ...], args, client, vc: ValidateCo
             t.add_row(name, str(len(g)), str(sum(ra.results[c].status == "valid" for c in g)), fmt_s(wa), fmt_s(wc),
                       f"{wc / wa:.1f}x" if wa else "-", f"{wa / len(g):.2f}", f"{wc / len(g):.2f}",
                       f"{wa / total_a:.0%}")
+        # What (c)'s semantics leave (a) to pay in full: a fresh interpreter and every test (changes
+        # the map cannot attribute), and slow runs held until (c)'s own full-suite budget cuts them.
+        floor = sum(x.wall_s for x in ra.results.values()
+                    if x.status == "timeout" or (x.validation == "full" and x.status != "timeout"))
+        total_c = sum(ref.results[c].wall_s for c in ra.results if c in ref.results)
         t.caption = ("wall per candidate in its worker: (a) includes git reset, patch application and the run; "
                      "(c) the candidate's container start, run and removal")
+        if floor:
+            t.caption += (f". Ceiling: with every inferred and audited candidate free, (a)/(c) would be at most "
+                          f"{total_c / floor:.1f}x (the full-suite and timeout rows cost {fmt_s(floor)} of (a)'s "
+                          f"{fmt_s(total_a)})")
         console.print(t)
 
     # ---- outcomes -------------------------------------------------------------------------------------
@@ -462,7 +483,7 @@ def bench_repo(source: str, extra: tuple[str, ...], args, client, vc: ValidateCo
     # ---- the verify step's cost (pipeline: every kept row) -----------------------------------------------
     verify_s = None
     if "a" in runs and args.verify_rows:
-        verify_s = verify_cost(runs["a"], cands, env, client, vc, args.verify_rows)
+        verify_s = verify_cost(runs["a"], cands, baseline, cov, env, client, vc, args.verify_rows)
 
     if "a" in runs and ref:
         a = runs["a"]
@@ -484,18 +505,21 @@ def bench_repo(source: str, extra: tuple[str, ...], args, client, vc: ValidateCo
                         verify_s, load_note()))
 
 
-def verify_cost(run: ModeRun, cands: list[Candidate], env, client, vc: ValidateConfig, limit: int) -> float | None:
-    """Seconds per row of the pipeline's verify step (instance image, problem statement
-    templated, swebench grading of gold and empty patch), measured on up to `limit` valid rows."""
+def verify_cost(run: ModeRun, cands: list[Candidate], baseline: Baseline, cov: CoverageMap, env, client,
+                vc: ValidateConfig, limit: int) -> float | None:
+    """Seconds per row of the pipeline's row step (the statement's traceback run of the first
+    FAIL_TO_PASS tests, instance image, problem statement templated, swebench grading of gold and
+    empty patch), measured on up to `limit` valid rows."""
     from data_gen.synth.pipeline import _make_row
     from data_gen.validate import Outcome
     from swelego.schema import TaskInstance
 
     class _Cfg:
         namespace = NAMESPACE
+        validate = vc
 
     by_id = {c.id: c for c in cands}
-    times, problems = [], []
+    times, problems, log_times = [], [], []
     for cid in sorted(run.valid)[:limit]:
         r = run.results[cid]
         c = by_id[cid]
@@ -505,11 +529,15 @@ def verify_cost(run: ModeRun, cands: list[Candidate], env, client, vc: ValidateC
 
             apply_patch(sb, c.patch)
             fix = sb.exec("git diff -R --no-color --src-prefix=b/ --dst-prefix=a/", timeout=60).output
+            t1 = time.perf_counter()
+            log = failure_log(sb, env.test_cmd, sorted(r.f2p), baseline, log_parser=env.log_parser,
+                              timeout=vc.test_timeout, node_ids=cov.node_ids)
+            log_times.append(time.perf_counter() - t1)
         t0 = time.perf_counter()
         o = Outcome("valid", sorted(r.f2p), sorted(r.p2p), validation=r.validation)
-        row = _make_row(c, o, fix, env, _Cfg, None, client)
+        row = _make_row(c, o, fix, env, _Cfg, None, client, log)
         problem = _verify(TaskInstance.from_row(row), client, vc)
-        times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0 + log_times[-1])
         problems.append(problem)
         try:
             client.images.remove(row["image"], force=True)
@@ -518,11 +546,13 @@ def verify_cost(run: ModeRun, cands: list[Candidate], env, client, vc: ValidateC
     if not times:
         return None
     t = Table(title=f"Verify step (swebench grading in the row's image) on {len(times)} valid rows of (a), {env.repo}")
-    for col in ("rows", "seconds / row", "graded correct"):
+    for col in ("rows", "seconds / row", "of which the statement's traceback run", "graded correct"):
         t.add_column(col, justify="right")
-    t.add_row(str(len(times)), f"{statistics.mean(times):.1f}", f"{sum(p is None for p in problems)}/{len(times)}")
-    t.caption = ("instance image + gold run + empty-patch run; the pipeline pays it for every kept row in every mode "
-                 "(it is not part of the (a)/(c) validation ratio). " + "; ".join(p for p in problems if p))
+    t.add_row(str(len(times)), f"{statistics.mean(times):.1f}", f"{statistics.mean(log_times):.1f}",
+              f"{sum(p is None for p in problems)}/{len(times)}")
+    t.caption = ("traceback run of up to 5 FAIL_TO_PASS tests + instance image + gold run + empty-patch run; the "
+                 "pipeline pays it for every kept row in every mode (it is not part of the (a)/(c) validation "
+                 "ratio). " + "; ".join(p for p in problems if p))
     console.print(t)
     return statistics.mean(times)
 
@@ -536,7 +566,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=20, help="procedural bug candidates per repository")
     ap.add_argument("--seed", type=int, default=0, help="candidate generation seed")
     ap.add_argument("--baseline-runs", type=int, default=3, help="clean-suite runs for the flaky-test baseline")
-    ap.add_argument("--modes", default="a,b,c", help="comma-separated subset of a,b,c")
+    ap.add_argument("--modes", default="a,b,c", help="comma-separated subset of a,b,c,d")
     ap.add_argument("--scale", default="2", help="comma list of worker counts to run (a) at besides 1 (empty: none)")
     ap.add_argument("--verify-rows", type=int, default=3, help="valid rows of (a) whose verify step is timed")
     ap.add_argument("--cleanup", action="store_true", help=f"remove the {NAMESPACE}/... images at the end")

@@ -67,6 +67,12 @@ class ValidateConfig(SuiteRunConfig):
         "once: a forked child hot-patches the changed functions and runs the covering tests (no start-up, "
         "imports or collection per candidate); off, or where a change cannot be hot-patched: a fresh process.",
         default=True)
+    quiet_failures: bool = doc_field(
+        "Validation runs of a pytest suite pass `--tb=no`: a failing test is reported by its status line "
+        "alone (what swebench's parser reads), its traceback is not formatted (that took most of the time "
+        "of candidates that break many tests); a kept row's statement gets its tracebacks from one more run "
+        "of its first FAIL_TO_PASS tests. Off: the repository's own traceback style in every run.",
+        default=True)
     batch_size: int = doc_field(
         "Inferable candidates whose covering tests are disjoint share one test run, up to this many "
         "(1: one run per candidate).", default=8)
@@ -499,6 +505,7 @@ WATCHDOG_PLUGIN = r'''
 import faulthandler
 import json
 import os
+import time
 
 import pytest
 
@@ -525,6 +532,27 @@ def _own(nodeid):
     return None if d is None else round(_SPEC["factor"] * d + _SPEC["constant"], 2)
 
 
+# Arming the watchdog starts a thread and cancelling it joins one: per test that was 0.3 ms, a
+# fifth of a 2,000-test run. So it stays armed from test to test and is moved only when a test's
+# budget would end after it fires, or more than _SLACK before: a test past its budget is cut
+# within _SLACK of it, and no test is cut before its budget.
+_SLACK = 0.5
+_fires = [0.0]
+
+
+def _arm(seconds):
+    now = time.monotonic()
+    if not now + seconds <= _fires[0] <= now + seconds + _SLACK:
+        faulthandler.dump_traceback_later(seconds + _SLACK / 2, exit=True, file=_ERR)
+        _fires[0] = now + seconds + _SLACK / 2
+
+
+def _disarm():
+    if _fires[0]:
+        faulthandler.cancel_dump_traceback_later()
+        _fires[0] = 0.0
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_collection(session):
     try:
@@ -537,12 +565,19 @@ def pytest_collection(session):
 def pytest_runtest_protocol(item, nextitem):
     seconds = _own(item.nodeid) or _DEFAULT
     if seconds:
-        faulthandler.dump_traceback_later(seconds, exit=True, file=_ERR)
+        _arm(seconds)
+    else:
+        _disarm()
     try:
         yield
     finally:
-        if seconds:
-            faulthandler.cancel_dump_traceback_later()
+        if nextitem is None:
+            _disarm()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    _disarm()  # a session that stops early (-x, an interrupt) reports without a watchdog
 '''
 
 
@@ -588,6 +623,29 @@ def budgeted(sb: DockerSandbox, test_cmd: str, per_test: float | None, collect: 
         env += f" SWELEGO_TEST_BUDGETS={WATCHDOG_DIR}/budgets.json"
     return (f"export PYTHONPATH={WATCHDOG_DIR}${{PYTHONPATH:+:$PYTHONPATH}} {env}; "
             f"{test_cmd} -p swelego_watchdog")
+
+
+def validation_cmd(test_cmd: str, log_parser: str, cfg: ValidateConfig) -> str:
+    """The command of validation's runs: with `quiet_failures` and a pytest suite, `--tb=no` last,
+    after the repository's own options and ini addopts, so it wins. Outcomes are unchanged (the
+    status lines and the short summary are printed either way); the rows keep `test_cmd`."""
+    if cfg.quiet_failures and log_parser.startswith("parse_log_pytest"):
+        return f"{test_cmd} --tb=no"
+    return test_cmd
+
+
+STATEMENT_TESTS = 5  # FAIL_TO_PASS tests whose tracebacks a problem statement is written from
+
+
+def failure_log(sb: DockerSandbox, test_cmd: str, fail_to_pass: list[str], baseline: Baseline, *, log_parser: str,
+                timeout: float, node_ids: Callable[[list[str]], list[str]] | None = None) -> str:
+    """The log of a run of a valid candidate's first FAIL_TO_PASS tests with the repository's own
+    traceback style (`test_cmd`, not the quiet `validation_cmd`), for its problem statement. The
+    candidate must be on the tree."""
+    tests = fail_to_pass[:STATEMENT_TESTS]
+    ids = node_ids(tests) if node_ids else tests
+    return run_selected(sb, test_cmd, ids, log_parser=log_parser,
+                        timeout=run_budget(baseline, len(tests), timeout)).log
 
 
 def timeout_args(seconds: float | None) -> str:

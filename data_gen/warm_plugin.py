@@ -152,6 +152,7 @@ def _serve_child(session: pytest.Session, index: _Index, name: str, req: dict) -
     except BaseException as e:  # noqa: BLE001 - reported in the log like an internal error
         print(f"INTERNALERROR> {type(e).__name__}: {e}", flush=True)
         status = 3
+    _disarm()
     session.exitstatus = status or (1 if session.testsfailed else 0)
     try:
         session.config.hook.pytest_sessionfinish(session=session, exitstatus=session.exitstatus)
@@ -260,13 +261,35 @@ def _budget(nodeid: str) -> float:
     return spec["factor"] * d + spec["constant"] if d is not None else _child["default"]
 
 
+# The watchdog stays armed from test to test, as in the fresh runs' watchdog plugin: it is moved
+# only when a test's budget would end after it fires or more than _SLACK before (each arming
+# starts a thread and each cancel joins one).
+_SLACK = 0.5
+
+
+def _arm(seconds: float) -> None:
+    now = time.monotonic()
+    fires = _child.get("fires", 0.0)
+    if not now + seconds <= fires <= now + seconds + _SLACK:
+        faulthandler.dump_traceback_later(seconds + _SLACK / 2, exit=True, file=_child["fd"])
+        _child["fires"] = now + seconds + _SLACK / 2
+
+
+def _disarm() -> None:
+    if _child.get("fires"):
+        faulthandler.cancel_dump_traceback_later()
+        _child["fires"] = 0.0
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     seconds = _budget(item.nodeid)
     if seconds:
-        faulthandler.dump_traceback_later(seconds, exit=True, file=_child["fd"])
+        _arm(seconds)
+    else:
+        _disarm()
     try:
         yield
     finally:
-        if seconds:
-            faulthandler.cancel_dump_traceback_later()
+        if nextitem is None:
+            _disarm()

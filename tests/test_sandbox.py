@@ -146,6 +146,53 @@ def test_fresh_reset_drops_state_outside_repo(toolz_env, client):
         assert s.exec("git status --porcelain").output == ""
 
 
+FORGE = r"""
+import importlib._bootstrap_external as be, os, tarfile
+src = "toolz/functoolz.py"
+text = open(src).read()
+bad = text.replace("    return x\n", "    return 0\n", 1)  # identity(), same size
+assert bad != text and len(bad) == len(text)
+st = os.stat(src)
+pyc = be._code_to_timestamp_pyc(compile(bad, os.path.abspath(src), "exec"), st.st_mtime, st.st_size)
+os.makedirs("/tmp/forged/toolz/__pycache__", exist_ok=True)
+with open("/tmp/forged/toolz/__pycache__/functoolz.cpython-311.pyc", "wb") as f:
+    f.write(pyc)
+with tarfile.open("/opt/swelego/bytecode.tar", "w") as tf:
+    tf.add("/tmp/forged/toolz", arcname="./toolz")
+"""
+
+
+def test_kept_bytecode_is_never_stale_and_a_replaced_copy_is_not_restored(toolz_env, client):
+    identity = "python -c 'import toolz; print(toolz.identity(5))'"
+    same_size_bug = r"sed -i '/^def identity/,/return x/ s/return x$/return 0/' toolz/functoolz.py"
+    with DockerSandbox(toolz_env.image, client=client) as s:
+        s.reset("git")
+        assert s.exec(identity).output.strip() == "5"  # a clean run compiles what it imports
+        assert s.keep_bytecode()
+        # What validation does, in quick succession (within one second): reset, a same-size edit of
+        # a file whose bytecode was kept, a run. The edit is seen, and after the next reset the clean
+        # code runs again, never the bytecode of the edit before.
+        for _ in range(4):
+            s.reset("git")
+            assert s.exec("ls toolz/__pycache__").output.count(".pyc") > 3  # restored after git's clean
+            assert s.exec(f"{same_size_bug} && {identity}").output.strip() == "0"
+        s.reset("git")
+        assert s.exec(identity).output.strip() == "5"
+        s.reset("fresh")  # a new container gets the archive back
+        assert s.exec("ls toolz/__pycache__").output.count(".pyc") > 3 and s.exec(identity).output.strip() == "5"
+        # A run replaces the archive with bytecode of the bug that records the clean source's mtime
+        # and size: restored, the clean tree would run the bug. The hash check skips it.
+        s.write_file("/tmp/forge.py", FORGE)
+        r = s.exec("python /tmp/forge.py")
+        assert r.ok, r.output
+        s.reset("git")
+        assert s.exec(identity).output.strip() == "5"
+        # The forgery is real: extracted by hand, it makes the clean tree run the bug.
+        assert s.exec(f"tar -xf /opt/swelego/bytecode.tar -C /testbed && {identity}").output.strip() == "0"
+        s.reset("git")
+        assert s.exec(identity).output.strip() == "5"
+
+
 def test_no_container_left_after_exception(toolz_env, client):
     cid = None
     with pytest.raises(RuntimeError):

@@ -8,6 +8,7 @@ import time
 import pytest
 from conftest import TEST_NS, git
 
+from data_gen.issue_text import failing_assertions
 from data_gen.synth.candidates import Candidate
 from data_gen.synth.modifiers import unified_diff
 from data_gen.synth.pipeline import ENV_EXTRA_DEPS, SynthConfig, _validate
@@ -16,9 +17,12 @@ from data_gen.validate import (
     InferenceAudit,
     Item,
     ValidateConfig,
+    budgeted,
     changed_lines,
     collect_budget,
     coverage_map,
+    failure_log,
+    hit_test_budget,
     inference_blocker,
     log_id,
     per_test_budget,
@@ -26,8 +30,10 @@ from data_gen.validate import (
     stable_baseline,
     validate_patch,
     validate_unit,
+    validation_cmd,
     warm_runner,
 )
+from swelego.harness import apply_patch, run_tests
 from swelego.sandbox import DockerSandbox, SandboxLimits
 from swelego.sandbox.images import build_env_image
 from swelego.schema import TaskInstance
@@ -54,6 +60,24 @@ def test_hanging_candidate_times_out_and_the_worker_continues(toy_env, client):
     assert ok.status == "valid"
     assert ok.fail_to_pass == ["tests/test_calc.py::test_median_odd", "tests/test_calc.py::test_median_single[xs1]"]
     assert ok.pass_to_pass == ["tests/test_calc.py::test_mean", "tests/test_calc.py::test_median_single[xs0]"]
+
+
+def test_the_watchdog_never_cuts_a_test_before_its_budget_and_cuts_a_hang_soon_after(toy_env, client):
+    """The watchdog stays armed from test to test (re-arming per test cost 0.3 ms a test): a test
+    that uses most of its budget after 200 fast ones (1 s in all: longer than one arming covers)
+    still passes, and a hang is cut within the slack of its budget."""
+    tests = ("import time\n\n\n" + "".join(f"def test_fast_{i}():\n    time.sleep(0.005)\n\n\n" for i in range(200))
+             + "def test_slow_in_budget():\n    time.sleep(1.2)\n\n\ndef test_zz_hang():\n    while True:\n        pass\n")
+    with DockerSandbox(toy_env.image, client=client, limits=SandboxLimits(exec_timeout=120)) as sb:
+        sb.write_file("tests/test_watch.py", tests)
+        cmd = budgeted(sb, f"{toy_env.test_cmd} -v tests/test_watch.py", 1.5, 30.0)  # 1.5 s a test
+        t0 = time.monotonic()
+        run = run_tests(sb, cmd, log_parser=toy_env.log_parser, timeout=60)
+        took = time.monotonic() - t0
+    assert hit_test_budget(run) and not run.timed_out
+    assert "test_slow_in_budget PASSED" in run.log and "test_fast_199 PASSED" in run.log
+    assert "in test_zz_hang" in run.log  # the watchdog's traceback: the hang, not the slow test
+    assert took < 12  # start-up + 1.2 s + the hang's 1.5 s budget (+ at most 0.5 s of slack)
 
 
 def test_patch_that_does_not_apply_is_reported(toy_env, client):
@@ -247,15 +271,17 @@ def _cand(files: dict[str, str], old: str, new: str, cid: str, cov: CoverageMap)
 
 
 def _unit(sb, env, base, cov, items, vc, audit, warm=None):
-    """Validate `items` as the pipeline does: batched by plan_batches, outcomes in order."""
+    """Validate `items` as the pipeline does: batched by plan_batches, with validation's command
+    (quiet failures), outcomes in order."""
     sb.reset("git")  # the map's lines are the clean file's (the pipeline reads the sources once)
     files = {"covcalc/__init__.py": sb.read_file("/testbed/covcalc/__init__.py").decode()}
     for it in items:
         it.blocker = inference_blocker(it.patch, files, cov, base.passing)
     outs = {}
     for unit in plan_batches(items, base, vc.batch_size):
-        for it, o in zip(unit, validate_unit(sb, unit, base, test_cmd=env.test_cmd, log_parser=env.log_parser,
-                                             timeout=120, audit=audit, cov=cov, cfg=vc, warm=warm), strict=True):
+        for it, o in zip(unit, validate_unit(sb, unit, base, test_cmd=validation_cmd(env.test_cmd, env.log_parser, vc),
+                                             log_parser=env.log_parser, timeout=120, audit=audit, cov=cov, cfg=vc,
+                                             warm=warm), strict=True):
             outs[it.cid] = o
     return [outs[it.cid] for it in items]
 
@@ -363,6 +389,9 @@ def test_the_swebench_verify_step_catches_a_wrong_inferred_row(cov_env, cov_setu
             recs.append(_validate(sb, c, base, cov, cov_env, cfg, None, client, files, audit, first=o))
     first, second = recs
     assert first["validation"] == "audited" and first["status"] == "kept"
+    # Validation's runs were quiet; the statement has the assertion from the traceback run.
+    assert "assert 7 == 6" in first["row"]["problem_statement"] and first["statement_log_seconds"] > 0
+    assert "--tb=no" in first["row"]["eval_script"]  # graded quiet too, and graded right (kept)
     assert second["inference_wrong"] and second["status"] == "kept" and second["validation"] == "full"
     row = TaskInstance.from_row(second["row"])
     assert row.FAIL_TO_PASS == ["tests/test_cov.py::test_parse_again", "tests/test_cov.py::test_parse_first"]
@@ -375,8 +404,43 @@ def test_the_swebench_verify_step_catches_a_wrong_inferred_row(cov_env, cov_setu
 # -- the warm runner: one collected pytest session per sandbox, a hot-patched fork per candidate ------------
 
 def _truth(sb, env, base, items):
+    """Fresh full runs with the repository's own command (tracebacks formatted)."""
     return {it.cid: validate_patch(sb, it.patch, base, test_cmd=env.test_cmd, log_parser=env.log_parser,
                                    covering=None, timeout=120) for it in items}
+
+
+def test_quiet_validation_runs_keep_every_outcome_and_leave_the_tracebacks_to_the_statement(cov_env, cov_setup,
+                                                                                           client):
+    """Validation's runs pass --tb=no, warm and fresh: each status and list is that of a run with
+    tracebacks, their logs hold no traceback, and the statement's run of the FAIL_TO_PASS tests does."""
+    base, cov, files = cov_setup
+    vc = ValidateConfig(audit_min=0)
+    quiet = validation_cmd(cov_env.test_cmd, cov_env.log_parser, vc)
+    assert quiet.endswith(" --tb=no")
+    assert validation_cmd(cov_env.test_cmd, cov_env.log_parser, ValidateConfig(quiet_failures=False)) == cov_env.test_cmd
+    assert validation_cmd("./runtests.py", "parse_log_django", vc) == "./runtests.py"  # pytest's flag, pytest only
+    cands = [
+        _cand(files, "return x * SCALE", "return x * SCALE + 1", "double", cov),  # inferred, warm
+        _cand(files, "return 3 * x", "return 3 * x + 1", "triple", cov),  # inferred, warm
+        _cand(files, "SCALE = 2", "SCALE = 3", "scale", cov),  # module level: a fresh full run
+    ]
+    with DockerSandbox(cov_env.image, client=client, limits=SandboxLimits(exec_timeout=300)) as sb:
+        warm = warm_runner(sb, quiet, cov_env.log_parser, cov, vc)
+        outs = dict(zip([it.cid for it in cands], _unit(sb, cov_env, base, cov, cands, vc, InferenceAudit(vc), warm),
+                        strict=True))
+        truth = _truth(sb, cov_env, base, cands)
+        sb.reset("git")
+        assert apply_patch(sb, cands[0].patch)
+        log = failure_log(sb, cov_env.test_cmd, outs["double"].fail_to_pass, base, log_parser=cov_env.log_parser,
+                          timeout=120, node_ids=cov.node_ids)
+    assert [outs[c].warm for c in ("double", "triple", "scale")] == [True, True, False]
+    for cid, o in outs.items():
+        assert o.status == "valid", cid
+        assert (o.fail_to_pass, o.pass_to_pass) == (truth[cid].fail_to_pass, truth[cid].pass_to_pass), cid
+        assert failing_assertions(truth[cid].log, o.fail_to_pass), cid  # the repository's style: tracebacks
+        assert not failing_assertions(o.log, o.fail_to_pass), cid  # validation's: none
+        assert all(f"FAILED {t}" in o.log for t in o.fail_to_pass), cid  # but every failure's status line
+    assert any("assert 7 == 6" in e for e in failing_assertions(log, outs["double"].fail_to_pass))
 
 
 def test_the_warm_runner_agrees_with_fresh_full_runs(cov_env, cov_setup, client):

@@ -39,6 +39,7 @@ from data_gen.validate import (
     ValidateConfig,
     collect_budget,
     coverage_map,
+    failure_log,
     inference_blocker,
     per_test_budget,
     per_test_budgets,
@@ -46,6 +47,7 @@ from data_gen.validate import (
     stable_baseline,
     validate_patch,
     validate_unit,
+    validation_cmd,
     warm_runner,
 )
 from swelego.config import doc_field
@@ -173,11 +175,17 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
             pool.put(sb)
         first = sandboxes[0]
         baseline, cov = _baseline_and_coverage(first, env, cfg, out)
+        # Those clean runs compiled the tree: every sandbox restores that bytecode on each reset
+        # (none when the baseline came from the cache: the runs compile as before).
+        snapshot = first.keep_bytecode()
+        for sb in sandboxes[1:]:
+            sb.keep_bytecode(snapshot)
         audit = InferenceAudit(cfg.validate)
         if audit.enabled and (cov is None or not cov.probed):
             audit.enabled = False
             report.notices.append("PASS_TO_PASS inference off: the cached coverage map has no probe data")
-        runners = {id(sb): warm_runner(sb, env.test_cmd, env.log_parser, cov if audit.enabled else None, cfg.validate)
+        vcmd = validation_cmd(env.test_cmd, env.log_parser, cfg.validate)
+        runners = {id(sb): warm_runner(sb, vcmd, env.log_parser, cov if audit.enabled else None, cfg.validate)
                    for sb in sandboxes}
         report.baseline = {"passing": len(baseline.passing), "failing": len(baseline.failing),
                            "flaky": baseline.flaky, "seconds": round(baseline.seconds, 2)}
@@ -214,7 +222,7 @@ def synthesize_repo(source: str, cfg: SynthConfig, progress: Callable[[str, int,
             sb = pool.get()
             try:
                 try:
-                    outs = validate_unit(sb, [item(c) for c in unit], baseline, test_cmd=env.test_cmd,
+                    outs = validate_unit(sb, [item(c) for c in unit], baseline, test_cmd=vcmd,
                                          log_parser=env.log_parser, timeout=cfg.validate.test_timeout, audit=audit,
                                          cov=cov, cfg=cfg.validate, warm=runners.get(id(sb)))
                 except Exception as e:  # noqa: BLE001 - one broken unit must not stop the batch
@@ -325,6 +333,7 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
             blocker = inference_blocker(c.patch, files or {}, cov, baseline.passing + baseline.failing + baseline.flaky)
             infer = blocker is None
     budget = (lambda tests: per_test_budget(cov, tests, vc)) if cov is not None else None
+    vcmd = validation_cmd(env.test_cmd, env.log_parser, vc)
     rec = {"candidate": c.to_json()}
     for attempt in range(2):
         if attempt == 0 and isinstance(first, Exception):
@@ -333,7 +342,7 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
             if attempt == 0 and first is not None:
                 outcome = first
             else:
-                outcome = validate_patch(sb, c.patch, baseline, test_cmd=env.test_cmd, log_parser=env.log_parser,
+                outcome = validate_patch(sb, c.patch, baseline, test_cmd=vcmd, log_parser=env.log_parser,
                                          covering=covering, timeout=vc.test_timeout, infer=infer, audit=audit.claim,
                                          budget=budget, node_ids=cov.node_ids if cov is not None else None,
                                          collect=collect_budget(cov, vc), budgets=per_test_budgets(cov, vc))
@@ -361,7 +370,8 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
         # -R swaps the prefixes too: these give the usual a/ (buggy, old) and b/ (fixed, new) labels.
         fix_patch = sb.exec("git diff -R --no-color --src-prefix=b/ --dst-prefix=a/", timeout=60).output
         try:
-            row = _make_row(c, outcome, fix_patch, env, cfg, llm, client)
+            row = _make_row(c, outcome, fix_patch, env, cfg, llm, client,
+                            _statement_log(sb, outcome, baseline, cov, env, vc, vcmd, rec))
         except SwelegoError as e:
             rec["error"] = str(e)[:500]
             return rec
@@ -387,6 +397,20 @@ def _validate(sb: DockerSandbox, c: Candidate, baseline: Baseline, cov: Coverage
     return rec
 
 
+def _statement_log(sb: DockerSandbox, outcome: Outcome, baseline: Baseline, cov: CoverageMap | None, env,
+                   vc: ValidateConfig, vcmd: str, rec: dict) -> str:
+    """The log the problem statement is written from: validation's own, or, where its runs were
+    quiet (`vcmd` is not the repository's command), a run of the first FAIL_TO_PASS tests with
+    tracebacks (its seconds recorded in `rec`). The candidate is on the tree."""
+    if vcmd == env.test_cmd:
+        return outcome.log
+    t0 = time.monotonic()
+    log = failure_log(sb, env.test_cmd, outcome.fail_to_pass, baseline, log_parser=env.log_parser,
+                      timeout=vc.test_timeout, node_ids=cov.node_ids if cov is not None else None)
+    rec["statement_log_seconds"] = round(time.monotonic() - t0, 3)
+    return log
+
+
 def _verify(row: TaskInstance, client, vc: ValidateConfig) -> str | None:
     """The final word: swebench grades the row in its own image (swebench's eval script and
     grading). The gold patch must resolve it; the empty patch must not, with every FAIL_TO_PASS
@@ -409,18 +433,21 @@ def _verify(row: TaskInstance, client, vc: ValidateConfig) -> str | None:
     return None
 
 
-def _make_row(c: Candidate, outcome, fix_patch: str, env, cfg: SynthConfig, llm, client) -> dict:
+def _make_row(c: Candidate, outcome, fix_patch: str, env, cfg: SynthConfig, llm, client, log: str) -> dict:
     from data_gen.issue_text import write_problem_statement
 
     instance_id = f"{_slug(env.repo)}__{_slug(c.modifier)}-{c.id[:8]}"
     image, commit = make_instance_image(env.image, c.patch, instance_id, namespace=cfg.namespace, client=client)
     statement, origin = write_problem_statement(client=llm, path=c.file, function=c.entity.split("+")[0],
                                                 bug_patch=c.patch, fix_patch=fix_patch,
-                                                failing_tests=outcome.fail_to_pass, test_log=outcome.log)
+                                                failing_tests=outcome.fail_to_pass, test_log=log)
     task = TaskInstance(
         instance_id=instance_id, repo=env.repo, base_commit=commit, patch=fix_patch, test_patch="",
         problem_statement=statement, FAIL_TO_PASS=outcome.fail_to_pass, PASS_TO_PASS=outcome.pass_to_pass,
-        image=image, eval_script=make_eval_script(base_commit=commit, test_cmd=env.test_cmd, log_parser=env.log_parser,
+        # The eval script runs quiet as validation did (swebench reads status lines only): a patch
+        # that breaks many tests is graded in seconds, not after formatting every traceback.
+        image=image, eval_script=make_eval_script(base_commit=commit, log_parser=env.log_parser,
+                                                 test_cmd=validation_cmd(env.test_cmd, env.log_parser, cfg.validate),
                                                  tests=outcome.fail_to_pass + outcome.pass_to_pass),
         log_parser=env.log_parser, version=env.version, source="synthetic", strategy=f"{c.strategy}/{c.modifier}",
         test_cmd=env.test_cmd,
