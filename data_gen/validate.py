@@ -503,6 +503,7 @@ def per_test_budget(cov: CoverageMap | None, tests, cfg: ValidateConfig) -> floa
 WATCHDOG_DIR = "/tmp/swelego-watchdog"
 WATCHDOG_PLUGIN = r'''
 import faulthandler
+import functools
 import json
 import os
 import time
@@ -533,18 +534,21 @@ def _own(nodeid):
 
 
 # Arming the watchdog starts a thread and cancelling it joins one: per test that was 0.3 ms, a
-# fifth of a 2,000-test run. So it stays armed from test to test and is moved only when a test's
-# budget would end after it fires, or more than _SLACK before: a test past its budget is cut
-# within _SLACK of it, and no test is cut before its budget.
-_SLACK = 0.5
+# fifth of a 2,000-test run. So it stays armed from test to test: a test keeps the armed time when
+# it is no sooner than its own budget ends and at most _SLACK later; otherwise it is armed for the
+# test's budget + _LEAD. No test is cut before its budget; one with the budget of the test that
+# armed it gets at most _LEAD more. The clock is one freezegun and time-machine leave alone (a test
+# that freezes time.monotonic must not freeze the watchdog's view of time).
+_SLACK, _LEAD = 0.5, 0.05
+_clock = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
 _fires = [0.0]
 
 
 def _arm(seconds):
-    now = time.monotonic()
+    now = _clock()
     if not now + seconds <= _fires[0] <= now + seconds + _SLACK:
-        faulthandler.dump_traceback_later(seconds + _SLACK / 2, exit=True, file=_ERR)
-        _fires[0] = now + seconds + _SLACK / 2
+        faulthandler.dump_traceback_later(seconds + _LEAD, exit=True, file=_ERR)
+        _fires[0] = now + seconds + _LEAD
 
 
 def _disarm():

@@ -31,6 +31,7 @@ into the node ids) | null for all, "default_budget": s, "deadline": s}), writes 
 from __future__ import annotations
 
 import faulthandler
+import functools
 import gc
 import json
 import linecache
@@ -261,18 +262,20 @@ def _budget(nodeid: str) -> float:
     return spec["factor"] * d + spec["constant"] if d is not None else _child["default"]
 
 
-# The watchdog stays armed from test to test, as in the fresh runs' watchdog plugin: it is moved
-# only when a test's budget would end after it fires or more than _SLACK before (each arming
-# starts a thread and each cancel joins one).
-_SLACK = 0.5
+# The watchdog stays armed from test to test, as in the fresh runs' watchdog plugin (each arming
+# starts a thread, each cancel joins one): a test keeps the armed time when it is no sooner than
+# its budget ends and at most _SLACK later, else it is armed for its budget + _LEAD; the clock is
+# one that freezegun and time-machine do not freeze.
+_SLACK, _LEAD = 0.5, 0.05
+_clock = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
 
 
 def _arm(seconds: float) -> None:
-    now = time.monotonic()
+    now = _clock()
     fires = _child.get("fires", 0.0)
     if not now + seconds <= fires <= now + seconds + _SLACK:
-        faulthandler.dump_traceback_later(seconds + _SLACK / 2, exit=True, file=_child["fd"])
-        _child["fires"] = now + seconds + _SLACK / 2
+        faulthandler.dump_traceback_later(seconds + _LEAD, exit=True, file=_child["fd"])
+        _child["fires"] = now + seconds + _LEAD
 
 
 def _disarm() -> None:

@@ -65,9 +65,15 @@ def test_hanging_candidate_times_out_and_the_worker_continues(toy_env, client):
 def test_the_watchdog_never_cuts_a_test_before_its_budget_and_cuts_a_hang_soon_after(toy_env, client):
     """The watchdog stays armed from test to test (re-arming per test cost 0.3 ms a test): a test
     that uses most of its budget after 200 fast ones (1 s in all: longer than one arming covers)
-    still passes, and a hang is cut within the slack of its budget."""
+    still passes, so do tests that run while time.monotonic is frozen, and a hang is cut soon
+    after its budget."""
     tests = ("import time\n\n\n" + "".join(f"def test_fast_{i}():\n    time.sleep(0.005)\n\n\n" for i in range(200))
-             + "def test_slow_in_budget():\n    time.sleep(1.2)\n\n\ndef test_zz_hang():\n    while True:\n        pass\n")
+             + "def test_slow_in_budget():\n    time.sleep(1.2)\n\n\n"
+             # time.monotonic frozen, as freezegun does, for 2.4 s of tests: the watchdog's clock is not
+             + "import pytest\n\n\n@pytest.fixture(scope='module')\ndef frozen():\n    real = time.monotonic\n"
+             + "    time.monotonic = lambda: 1234.0\n    yield\n    time.monotonic = real\n\n\n"
+             + "".join(f"def test_frozen_{i}(frozen):\n    time.sleep(0.3)\n\n\n" for i in range(8))
+             + "def test_zz_hang():\n    while True:\n        pass\n")
     with DockerSandbox(toy_env.image, client=client, limits=SandboxLimits(exec_timeout=120)) as sb:
         sb.write_file("tests/test_watch.py", tests)
         cmd = budgeted(sb, f"{toy_env.test_cmd} -v tests/test_watch.py", 1.5, 30.0)  # 1.5 s a test
@@ -76,8 +82,9 @@ def test_the_watchdog_never_cuts_a_test_before_its_budget_and_cuts_a_hang_soon_a
         took = time.monotonic() - t0
     assert hit_test_budget(run) and not run.timed_out
     assert "test_slow_in_budget PASSED" in run.log and "test_fast_199 PASSED" in run.log
+    assert "test_frozen_7 PASSED" in run.log
     assert "in test_zz_hang" in run.log  # the watchdog's traceback: the hang, not the slow test
-    assert took < 12  # start-up + 1.2 s + the hang's 1.5 s budget (+ at most 0.5 s of slack)
+    assert took < 14  # start-up + 1 s + 1.2 s + 2.4 s + the hang's 1.5 s budget (+ 0.05 s)
 
 
 def test_patch_that_does_not_apply_is_reported(toy_env, client):
