@@ -146,6 +146,7 @@ class DockerSandbox:
         self.shell_env = shell_env
         self._shell_env: dict[str, str] | None = None
         self._bytecode: bytes | None = None  # keep_bytecode's archive, put back into a fresh container
+        self._bytecode_digest = ""  # its sha256, checked before each reset restores it
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -373,13 +374,11 @@ class DockerSandbox:
                f"if [ -s {BUILD_PRODUCTS} ]; then tar -xf {BUILD_PRODUCTS} --no-same-owner -C {self.workdir}; fi")
         if self._bytecode:
             # Only the archive keep_bytecode wrote: one that a run replaced fails the hash and is skipped.
-            digest = hashlib.sha256(self._bytecode).hexdigest()
-            cmd += (f" && if echo '{digest}  {BYTECODE}' | sha256sum -c --status 2>/dev/null; then "
+            cmd += (f" && if echo '{self._bytecode_digest}  {BYTECODE}' | sha256sum -c --status 2>/dev/null; then "
                     f"tar -xf {BYTECODE} --no-same-owner -C {self.workdir}; fi")
         r = self.exec(cmd, timeout=120)
         if not r.ok:
             raise SwelegoError(f"git reset failed in sandbox: {r.output.strip()[-300:]}")
-
 
     def keep_bytecode(self, archive: bytes | None = None) -> bytes:
         """Keep compiled bytecode across `reset("git")`, whose clean removes it, so a run after a
@@ -405,6 +404,7 @@ class DockerSandbox:
         elif archive:
             self.write_file(BYTECODE, archive)
         self._bytecode = archive or None
+        self._bytecode_digest = hashlib.sha256(archive).hexdigest() if archive else ""
         return archive
 
 
